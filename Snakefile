@@ -1,0 +1,45 @@
+# kappaflow: lattice thermal conductivity from first principles.
+#   snakemake --profile profiles/local              (config/config.yaml: system, pw.x command)
+#   snakemake --profile profiles/local --configfile config/mock/ges2.yaml
+# The DAG, the modules and the files between rules: docs/ARCHITECTURE.md.
+import sys
+
+from snakemake.utils import min_version, validate
+
+import kappaflow.config as kfconfig
+from kappaflow.errors import KappaflowError
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    _resolved = kfconfig.resolve(dict(config))
+except KappaflowError as exc:
+    sys.exit(f"kappaflow: {exc}")
+config.clear()
+config.update(_resolved)
+validate(config, kfconfig.schema_path())
+
+R = f"{config['results_dir']}/{config['name']}"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/structure.smk"
+include: "workflow/rules/sow.smk"
+include: "workflow/rules/dft.smk"
+include: "workflow/rules/reap.smk"
+include: "workflow/rules/bte.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/bte/kappa.csv",
+        f"{R}/dft/cost.csv",
+        f"{R}/report/kappa_linear.png",
+        f"{R}/report/kappa_log.png",
+        f"{R}/report/dispersion.png",
+    default_target: True

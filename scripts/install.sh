@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what kappaflow needs on a fresh Debian/Ubuntu machine: Quantum ESPRESSO (pw.x) from apt,
+# and the kappaflow package with its Python dependencies from PyPI.  Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+if ! command -v pw.x >/dev/null 2>&1; then
+  echo "[install] apt: quantum-espresso"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq quantum-espresso >/dev/null
+fi
+echo "[install] pip: kappaflow and its dependencies"
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+python3 -c "import kappaflow, phono3py, spglib, snakemake; print('[install] kappaflow', kappaflow.__version__, '| phono3py', phono3py.__version__)"

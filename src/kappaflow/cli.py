@@ -1,0 +1,76 @@
+"""``kappaflow``: the steps a user may want to run by hand, without Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kappaflow.errors import KappaflowError
+
+
+def _validate(args):
+    from kappaflow import config
+
+    cfg = config.load(args.configfile)
+    print(json.dumps(cfg, indent=1) if args.show else f"{args.configfile}: valid (system {cfg['name']})")
+
+
+def _parse_pw(args):
+    from kappaflow.qe.pwout import read_pw_output
+
+    run = read_pw_output(args.output, expected_n_atoms=args.atoms)
+    print(f"{args.output}: {run.n_atoms} atoms, E = {run.energy_ev:.8f} eV, pw.x {run.qe_version}, "
+          f"WALL {run.wall_time_s:.2f} s, max |F| = {abs(run.forces_ev_per_ang).max():.3e} eV/Å")
+
+
+def _run_pw(args):
+    from kappaflow import dft
+
+    dft.run_pw(args.input, args.output, args.pw_command)
+
+
+def _sow(args):
+    from kappaflow import config, steps
+
+    cfg = config.load(args.configfile)
+    manifest = steps.run_sow(args.structure, cfg["supercell_template"], cfg["sow"], cfg["dft"],
+                             args.store, args.manifest, args.disp_yaml)
+    print(f"{manifest['n_displaced_fc3']} displaced supercells, "
+          f"{len({j['key'] for j in manifest['jobs']})} unique pw.x inputs in {args.store}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="kappaflow", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="validate a config file (with its system file)")
+    p.add_argument("configfile")
+    p.add_argument("--show", action="store_true", help="print the effective configuration")
+    p.set_defaults(func=_validate)
+    p = sub.add_parser("parse-pw", help="check and summarise a pw.x output")
+    p.add_argument("output")
+    p.add_argument("--atoms", type=int, default=None, help="expected number of atoms")
+    p.set_defaults(func=_parse_pw)
+    p = sub.add_parser("run-pw", help="run pw.x on one input, validate, write the output atomically")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--pw-command", default="pw.x")
+    p.set_defaults(func=_run_pw)
+    p = sub.add_parser("sow", help="write the displaced-supercell pw.x inputs for a structure")
+    p.add_argument("configfile")
+    p.add_argument("structure", help="structure JSON (results/<system>/structure/unitcell.json)")
+    p.add_argument("--store", default="dft-store")
+    p.add_argument("--manifest", default="manifest.json")
+    p.add_argument("--disp-yaml", default="phono3py_disp.yaml")
+    p.set_defaults(func=_sow)
+    args = ap.parse_args(argv)
+    try:
+        args.func(args)
+    except KappaflowError as exc:
+        print(f"kappaflow: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

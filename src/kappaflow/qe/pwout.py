@@ -1,0 +1,278 @@
+"""pw.x output files: a strict parser.
+
+Every way a pw.x run can be unusable raises :class:`PwOutputError` with the file, the line where known,
+and the reason: the run did not finish (``JOB DONE`` missing), the SCF did not converge, the atom count
+is not the expected one, the forces block is missing or incomplete, a force is NaN or overflowed
+(``*****``).  Nothing is ever silently replaced.
+
+Forces are returned in eV/Å, energies in eV, stresses in eV/Å³ in ASE's sign convention
+((1/V) ∂E/∂ε, the negative of what pw.x prints), all converted in :mod:`kappaflow.units`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kappaflow import units
+from kappaflow.errors import PwOutputError
+
+FORCES_HEADER = "Forces acting on atoms (cartesian axes, Ry/au):"
+_FORCE_LINE = re.compile(r"^\s*atom\s+(\d+)\s+type\s+(\d+)\s+force\s+=\s+(.*)$")
+_WALL = re.compile(r"^\s*PWSCF\s*:.*CPU\s+(.*)WALL\s*$")
+_TIME_TOKEN = re.compile(r"([\d.]+)\s*([dhms])")
+
+
+@dataclass
+class PwFrame:
+    """One ionic configuration of a run (scf: one; relax/md: one per step)."""
+
+    energy_ev: float | None = None
+    forces_ev_per_ang: np.ndarray | None = None
+    stress_ev_per_ang3: np.ndarray | None = None
+    cell_ang: np.ndarray | None = None
+    positions_frac: np.ndarray | None = None
+    symbols: list[str] | None = None
+    temperature_k: float | None = None
+
+
+@dataclass
+class PwRun:
+    path: str
+    n_atoms: int
+    qe_version: str
+    n_mpi_processes: int
+    wall_time_s: float
+    frames: list[PwFrame] = field(default_factory=list)
+    final_cell_ang: np.ndarray | None = None
+    final_positions_frac: np.ndarray | None = None
+    final_symbols: list[str] | None = None
+    alat_ang: float | None = None
+
+    @property
+    def energy_ev(self) -> float:
+        return self.frames[-1].energy_ev
+
+    @property
+    def forces_ev_per_ang(self) -> np.ndarray:
+        return self.frames[-1].forces_ev_per_ang
+
+    @property
+    def stress_ev_per_ang3(self):
+        return self.frames[-1].stress_ev_per_ang3
+
+
+def parse_wall_time(text: str) -> float:
+    """'9.92s', '2m30.11s', '1h 3m', '1d 2h 3m' -> seconds."""
+    factors = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    tokens = _TIME_TOKEN.findall(text)
+    if not tokens:
+        raise ValueError(f"cannot read a time from {text!r}")
+    return sum(float(v) * factors[u] for v, u in tokens)
+
+
+def _floats(tokens: list[str], path: str, lineno: int, what: str) -> np.ndarray:
+    values = []
+    for tok in tokens:
+        if "*" in tok:
+            raise PwOutputError(path, f"{what} overflowed the print format ({tok})", lineno)
+        try:
+            value = float(tok)
+        except ValueError:
+            raise PwOutputError(path, f"{what}: cannot read {tok!r} as a number", lineno) from None
+        if not math.isfinite(value):
+            raise PwOutputError(path, f"{what} is {tok}", lineno)
+        values.append(value)
+    return np.array(values, dtype=np.float64)
+
+
+def _next_frame(frames: list[PwFrame], frame: PwFrame) -> PwFrame:
+    """A configuration is complete once its energy is known; what follows belongs to the next one."""
+    if frame.energy_ev is None:
+        return frame
+    frames.append(frame)
+    return PwFrame(cell_ang=frame.cell_ang)
+
+
+def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bool = True) -> PwRun:
+    """Parse a finished pw.x output, raising PwOutputError for anything unusable."""
+    path = Path(path)
+    spath = str(path)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise PwOutputError(spath, f"cannot read pw.x output ({exc.strerror})") from None
+    if not text.strip():
+        raise PwOutputError(spath, "empty pw.x output (the run did not start or was killed)")
+    lines = text.splitlines()
+
+    n_atoms = None
+    version = "unknown"
+    n_proc = 1
+    wall = None
+    alat_ang = None
+    job_done = False
+    frames: list[PwFrame] = []
+    frame = PwFrame()
+    final_cell = final_pos = final_symbols = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        s = line.strip()
+        if s.startswith("Program PWSCF"):
+            m = re.search(r"v\.(\S+)", s)
+            version = m.group(1) if m else version
+        elif s.startswith("number of atoms/cell"):
+            n_atoms = int(s.split("=")[1])
+        elif s.startswith("lattice parameter (alat)"):
+            alat_ang = float(s.split("=")[1].split()[0]) * units.BOHR_ANG
+        elif "running on" in s and "processors" in s:
+            m = re.search(r"running on\s+(\d+)\s+processor", s)
+            n_proc = int(m.group(1)) if m else n_proc
+        elif "convergence NOT achieved" in s:
+            raise PwOutputError(spath, "SCF did not converge ('convergence NOT achieved')", i + 1)
+        elif s.startswith("!") and "total energy" in s:
+            frame = _next_frame(frames, frame)
+            value = _floats([s.split("=")[1].split()[0]], spath, i + 1, "total energy")[0]
+            frame.energy_ev = float(units.ry_to_ev(value))
+        elif s == FORCES_HEADER:
+            if n_atoms is None:
+                raise PwOutputError(spath, "forces printed before 'number of atoms/cell'", i + 1)
+            forces = []
+            j = i + 1
+            while j < len(lines) and len(forces) < n_atoms:
+                m = _FORCE_LINE.match(lines[j])
+                if m:
+                    if int(m.group(1)) != len(forces) + 1:
+                        raise PwOutputError(spath, f"forces block: expected atom {len(forces) + 1}, "
+                                            f"found atom {m.group(1)}", j + 1)
+                    forces.append(_floats(m.group(3).split(), spath, j + 1,
+                                          f"force on atom {m.group(1)}"))
+                    if forces[-1].shape != (3,):
+                        raise PwOutputError(spath, "a force line needs 3 components", j + 1)
+                elif lines[j].strip() and forces:
+                    break
+                j += 1
+            if len(forces) != n_atoms:
+                raise PwOutputError(spath, f"forces block lists {len(forces)} atoms, expected {n_atoms} "
+                                    "(output truncated?)", i + 1)
+            frame.forces_ev_per_ang = units.ry_per_bohr_to_ev_per_ang(np.array(forces))
+            i = j
+            continue
+        elif s.startswith("total   stress") and "Ry/bohr**3" in s:
+            rows = [_floats(lines[i + k].split()[:3], spath, i + 1 + k, "stress") for k in (1, 2, 3)]
+            # pw.x prints -(1/V) dE/deps; kappaflow (like ASE) uses +(1/V) dE/deps
+            frame.stress_ev_per_ang3 = -units.ry_per_bohr3_to_ev_per_ang3(np.array(rows))
+            i += 4
+            continue
+        elif s.startswith("temperature") and s.endswith("K") and "=" in s:
+            try:
+                frame.temperature_k = float(s.split("=")[1].split()[0])
+            except ValueError:
+                pass
+        elif s.startswith("CELL_PARAMETERS"):
+            frame = _next_frame(frames, frame)
+            unit = s[len("CELL_PARAMETERS"):].strip().strip("()").lower()
+            rows = np.array([_floats(lines[i + k].split()[:3], spath, i + 1 + k, "cell") for k in (1, 2, 3)])
+            if unit.startswith("alat"):
+                m = re.search(r"alat\s*=\s*([\d.]+)", unit)
+                scale = float(m.group(1)) * units.BOHR_ANG if m else alat_ang
+                rows = rows * scale
+            elif unit == "bohr":
+                rows = rows * units.BOHR_ANG
+            frame.cell_ang = rows
+            i += 4
+            continue
+        elif s.startswith("ATOMIC_POSITIONS"):
+            frame = _next_frame(frames, frame)
+            unit = s[len("ATOMIC_POSITIONS"):].strip().strip("()").lower()
+            syms, pos = [], []
+            j = i + 1
+            while j < len(lines) and len(syms) < (n_atoms or 0):
+                fields = lines[j].split()
+                if len(fields) < 4:
+                    break
+                syms.append(fields[0])
+                pos.append(_floats(fields[1:4], spath, j + 1, "atomic position"))
+                j += 1
+            pos = np.array(pos)
+            if unit != "crystal":
+                cell = frame.cell_ang if frame.cell_ang is not None else None
+                if cell is None:
+                    raise PwOutputError(spath, f"ATOMIC_POSITIONS {unit} before any cell is known", i + 1)
+                scale = {"angstrom": 1.0, "bohr": units.BOHR_ANG, "alat": alat_ang}[unit]
+                pos = (pos * scale) @ np.linalg.inv(cell)
+            frame.positions_frac = pos
+            frame.symbols = syms
+            i = j
+            continue
+        elif s == "Begin final coordinates":
+            j = i + 1
+            sub_cell = None
+            while j < len(lines) and lines[j].strip() != "End final coordinates":
+                t = lines[j].strip()
+                if t.startswith("CELL_PARAMETERS"):
+                    unit = t[len("CELL_PARAMETERS"):].strip().strip("()").lower()
+                    rows = np.array([_floats(lines[j + k].split()[:3], spath, j + 1 + k, "final cell")
+                                     for k in (1, 2, 3)])
+                    if unit.startswith("alat"):
+                        m = re.search(r"alat\s*=\s*([\d.]+)", unit)
+                        rows = rows * (float(m.group(1)) * units.BOHR_ANG if m else alat_ang)
+                    elif unit == "bohr":
+                        rows = rows * units.BOHR_ANG
+                    sub_cell = rows
+                    j += 4
+                    continue
+                if t.startswith("ATOMIC_POSITIONS"):
+                    unit = t[len("ATOMIC_POSITIONS"):].strip().strip("()").lower()
+                    syms, pos = [], []
+                    k = j + 1
+                    while k < len(lines) and len(lines[k].split()) >= 4:
+                        syms.append(lines[k].split()[0])
+                        pos.append(_floats(lines[k].split()[1:4], spath, k + 1, "final position"))
+                        k += 1
+                    pos = np.array(pos)
+                    cell_for = sub_cell if sub_cell is not None else frame.cell_ang
+                    if unit != "crystal":
+                        scale = {"angstrom": 1.0, "bohr": units.BOHR_ANG, "alat": alat_ang}[unit]
+                        pos = (pos * scale) @ np.linalg.inv(cell_for)
+                    final_pos, final_symbols = pos, syms
+                    j = k
+                    continue
+                j += 1
+            if j >= len(lines):
+                raise PwOutputError(spath, "'Begin final coordinates' without 'End final coordinates'",
+                                    i + 1)
+            final_cell = sub_cell
+            i = j + 1
+            continue
+        elif s.startswith("PWSCF") and "WALL" in s:
+            m = _WALL.match(line)
+            if m:
+                wall = parse_wall_time(m.group(1))
+        elif s == "JOB DONE.":
+            job_done = True
+        i += 1
+    if frame.energy_ev is not None:
+        frames.append(frame)  # a trailing frame without energy (md: positions after the last step) is dropped
+
+    if not job_done:
+        raise PwOutputError(spath, "pw.x did not finish ('JOB DONE' missing: killed, crashed or truncated)")
+    if n_atoms is None:
+        raise PwOutputError(spath, "no 'number of atoms/cell' line: not a pw.x output?")
+    if expected_n_atoms is not None and n_atoms != expected_n_atoms:
+        raise PwOutputError(spath, f"run has {n_atoms} atoms, expected {expected_n_atoms}")
+    if not frames or frames[-1].energy_ev is None:
+        raise PwOutputError(spath, "no converged total energy ('!    total energy') in the output")
+    if require_forces and frames[-1].forces_ev_per_ang is None:
+        raise PwOutputError(spath, "no forces block (set tprnfor = .true. in &CONTROL)")
+    if wall is None:
+        raise PwOutputError(spath, "no 'PWSCF ... WALL' timing line")
+    if final_cell is None and final_pos is not None:
+        final_cell = frames[-1].cell_ang
+    return PwRun(spath, n_atoms, version, n_proc, wall, frames, final_cell, final_pos, final_symbols,
+                 alat_ang)

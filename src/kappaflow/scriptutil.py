@@ -1,0 +1,24 @@
+"""Glue for the thin Snakemake scripts: log files, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kappaflow.errors import KappaflowError
+
+
+def run(step, *args, log=None, **kwargs):
+    from kappaflow import steps
+
+    if log:
+        path = Path(str(log[0] if isinstance(log, (list, tuple)) or hasattr(log, "__getitem__")
+                        and not isinstance(log, str) else log))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        steps.LOG_FILES.append(path)
+    try:
+        return step(*args, **kwargs)
+    except KappaflowError as exc:
+        steps.progress(f"ERROR: {exc}")
+        sys.exit(1)

@@ -1,0 +1,216 @@
+"""The pipeline's named steps, each a plain function of explicit paths and settings.
+
+Snakemake's scripts (``scripts/*.py``) and the ``kappaflow`` command line call these; nothing here
+imports Snakemake.  Every step writes its outputs to a temporary name and renames, so a killed step
+never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from kappaflow import bte as bte_mod
+from kappaflow import dft, reap, sow
+from kappaflow.errors import KappaflowError
+from kappaflow.qe.pwin import read_pw_input
+from kappaflow.qe.pwout import read_pw_output
+from kappaflow.structure import read_structure, write_structure
+
+log = logging.getLogger("kappaflow")
+
+
+LOG_FILES: list[Path] = []
+
+
+def progress(message: str) -> None:
+    """Progress to standard error and to the rule's log file (if a script registered one)."""
+    line = f"[kappaflow] {message}"
+    print(line, file=sys.stderr, flush=True)
+    for path in LOG_FILES:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --- structure ----------------------------------------------------------------------------------
+def relax_input(unitcell_path, out_path, pseudo_dir=None, pw_overrides=None) -> None:
+    pw = read_pw_input(unitcell_path)
+    pw.set("control", "calculation", "vc-relax")
+    pw.set("control", "tprnfor", True)
+    pw.set("control", "tstress", True)
+    pw.set("control", "outdir", "./tmp")
+    if pseudo_dir:
+        pw.set("control", "pseudo_dir", str(pseudo_dir))
+    sow.apply_overrides(pw, pw_overrides or {})
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(pw.to_text())
+
+
+def structure_from_relax(relax_input_path, relax_output_path, out_path) -> None:
+    pw = read_pw_input(relax_input_path)
+    run = read_pw_output(relax_output_path, expected_n_atoms=len(pw.atoms), require_forces=True)
+    if run.final_positions_frac is None:
+        raise KappaflowError(f"{relax_output_path}: no 'Begin final coordinates' block: the vc-relax "
+                             "did not converge (raise nstep or loosen the thresholds)")
+    if run.final_symbols != [str(s) for s in pw.atoms.arrays["qe_labels"]]:
+        raise KappaflowError(f"{relax_output_path}: final coordinates list species {run.final_symbols}, "
+                             "not those of the input")
+    atoms = pw.atoms.copy()
+    cell = run.final_cell_ang if run.final_cell_ang is not None else np.asarray(atoms.cell)
+    atoms.set_cell(cell, scale_atoms=False)
+    atoms.set_scaled_positions(run.final_positions_frac)
+    with atomic_path(out_path) as tmp:
+        write_structure(tmp, atoms, source=f"vc-relax {relax_output_path}")
+    progress(f"relaxed cell lengths {atoms.cell.lengths()} Å, volume {atoms.get_volume():.4f} Å^3")
+
+
+def structure_from_input(unitcell_path, out_path) -> None:
+    pw = read_pw_input(unitcell_path)
+    with atomic_path(out_path) as tmp:
+        write_structure(tmp, pw.atoms, source=f"unrelaxed {unitcell_path}")
+
+
+# --- sow ----------------------------------------------------------------------------------------
+def sow_settings(sow_cfg: dict) -> sow.SowSettings:
+    return sow.SowSettings(
+        supercell_matrix=sow_cfg["supercell"], strategy=sow_cfg["strategy"],
+        amplitude_ang=sow_cfg["amplitude_ang"], pair_cutoff_ang=sow_cfg["pair_cutoff_ang"],
+        neighbour_shells=sow_cfg["neighbour_shells"], n_random=sow_cfg["n_random"],
+        random_seed=sow_cfg["random_seed"], fc2_supercell_matrix=sow_cfg["fc2_supercell"],
+        subtract_residual_forces=sow_cfg["subtract_residual_forces"], symprec=sow_cfg["symprec"])
+
+
+def pw_overrides_for_supercells(dft_cfg: dict) -> dict:
+    overrides = {k: dict(v) for k, v in (dft_cfg.get("pw_overrides") or {}).items()}
+    if dft_cfg.get("pseudo_dir"):
+        overrides.setdefault("control", {})["pseudo_dir"] = str(dft_cfg["pseudo_dir"])
+    return overrides
+
+
+def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_dir, manifest_path,
+            disp_yaml_path) -> dict:
+    unit = read_structure(structure_path)
+    settings = sow_settings(sow_cfg)
+    with atomic_path(disp_yaml_path) as tmp_yaml:
+        manifest = sow.sow(unit, settings, template_path, store_dir, dft.engine_tag(dft_cfg["pw_command"]),
+                           pw_overrides_for_supercells(dft_cfg), disp_yaml_path=tmp_yaml, progress=progress)
+    unique = len({j["key"] for j in manifest["jobs"]})
+    new = sum(1 for k in {j["key"] for j in manifest["jobs"]} if not (Path(store_dir) / k / "pw.out").exists())
+    progress(f"sow: {manifest['n_displaced_fc3']} displaced FC3 supercells"
+             f" (pair cutoff {manifest['pair_cutoff_ang']} Å), {unique} unique pw.x inputs, {new} not yet computed")
+    with atomic_path(manifest_path) as tmp:
+        sow.write_manifest(tmp, manifest)
+    return manifest
+
+
+def manifest_keys(manifest_path) -> list[str]:
+    manifest = sow.read_manifest(manifest_path)
+    return sorted({j["key"] for j in manifest["jobs"]})
+
+
+# --- dft ----------------------------------------------------------------------------------------
+def run_dft(input_path, output_path, dft_cfg: dict) -> None:
+    dft.run_pw(input_path, output_path, dft_cfg["pw_command"], keep_scratch=dft_cfg["keep_scratch"],
+               log=progress)
+
+
+def run_cost(manifest_path, store_dir, dft_cfg: dict, table_path, summary_path) -> dict:
+    manifest = sow.read_manifest(manifest_path)
+    rows = dft.cost_table(manifest, store_dir, dft_cfg["nodes_per_job"], dft_cfg["cores_per_job"])
+    with atomic_path(table_path) as tmp:
+        summary = dft.write_cost_table(tmp, rows)
+    with atomic_path(summary_path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    progress(f"cost: {summary['n_runs']} pw.x runs, {summary['wall_time_s']:.1f} s WALL, "
+             f"{summary['node_hours']:.4f} node-hours")
+    return summary
+
+
+# --- reap ---------------------------------------------------------------------------------------
+def load_phono3py(disp_yaml_path, log_level: int = 0):
+    import phono3py
+
+    return phono3py.load(str(disp_yaml_path), primitive_matrix=np.eye(3).tolist(), produce_fc=False,
+                         log_level=log_level)
+
+
+def run_reap(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, out_paths: dict) -> None:
+    manifest = sow.read_manifest(manifest_path)
+    forces = reap.load_forces(manifest, store_dir)
+    ph3 = load_phono3py(disp_yaml_path)
+    progress(f"reap: {len({j['key'] for j in manifest['jobs']})} force sets, "
+             f"fc calculator {reap.fc_calculator_for(manifest['strategy'], reap_cfg['fc_calculator'])}")
+    reap.produce_force_constants(ph3, manifest, forces, reap_cfg["fc_calculator"])
+    out_dir = Path(out_paths["fc3"]).parent
+    tmp_dir = out_dir / f".tmp{os.getpid()}"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    written = reap.write_force_constants(ph3, tmp_dir)
+    for name, path in written.items():
+        path.replace(out_paths[name])
+    tmp_dir.rmdir()
+
+
+# --- bte ----------------------------------------------------------------------------------------
+def run_bte(disp_yaml_path, fc2_path, fc3_path, bte_cfg: dict, kappa_csv_path, workdir=None,
+            shengbte_files: dict | None = None) -> bte_mod.KappaResult:
+    temperatures = bte_mod.temperatures_from_config(bte_cfg["temperatures"])
+    ph3 = load_phono3py(disp_yaml_path)
+    if bte_cfg["backend"] == "phono3py":
+        from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+
+        ph3.fc3 = read_fc3_from_hdf5(filename=str(fc3_path))
+        ph3.fc2 = read_fc2_from_hdf5(filename=str(fc2_path))
+        progress(f"bte: phono3py {bte_cfg['method'].upper()} on mesh {bte_cfg['mesh']}, "
+                 f"{len(temperatures)} temperatures")
+        result = bte_mod.run_phono3py(ph3, bte_cfg["mesh"], temperatures, bte_cfg["method"],
+                                      bte_cfg["isotopes"], bte_cfg["boundary_mfp_um"], bte_cfg["sigma_thz"])
+    else:
+        result = run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, shengbte_files)
+    with atomic_path(kappa_csv_path) as tmp:
+        bte_mod.write_kappa_csv(tmp, result)
+    i300 = int(np.argmin(np.abs(result.temperatures_k - 300.0)))
+    k = result.kappa_w_per_mk[i300]
+    progress(f"bte: kappa({result.temperatures_k[i300]:.0f} K) xx {k[0, 0]:.2f} yy {k[1, 1]:.2f} "
+             f"zz {k[2, 2]:.2f} W/mK")
+    return result
+
+
+def run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, files):
+    import shutil
+
+    from kappaflow import shengbte
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(files["fc2_shengbte"], workdir / "FORCE_CONSTANTS_2ND")
+    shutil.copy(files["fc3_shengbte"], workdir / "FORCE_CONSTANTS_3RD")
+    scell = shengbte.shengbte_scell(ph3.phonon_supercell, ph3.phonon_primitive)
+    shengbte.write_control(workdir / "CONTROL", primitive=ph3.primitive, scell=list(scell),
+                           ngrid=bte_cfg["mesh"], temperatures_k=list(temperatures),
+                           iterative=bte_cfg["method"] == "lbte", isotopes=bte_cfg["isotopes"])
+    progress(f"bte: ShengBTE ({bte_cfg['shengbte_executable']}) in {workdir}")
+    shengbte.run_shengbte(bte_cfg["shengbte_executable"], workdir,
+                          mpi_prefix=bte_cfg["shengbte_mpi_prefix"] or None,
+                          log_path=workdir / "shengbte.log")
+    t, kappa = shengbte.read_kappa_vs_t(workdir, iterative=bte_cfg["method"] == "lbte")
+    return bte_mod.KappaResult(t, kappa)

@@ -1,0 +1,38 @@
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A copy of the workflow (Snakefile, rules, scripts, config) to run Snakemake in isolation."""
+    for name in ("Snakefile", "workflow", "scripts", "config", "profiles"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, symlinks=False)
+        else:
+            shutil.copy(src, tmp_path / name)
+    return tmp_path
+
+
+def run_snakemake(workdir, *args, env=None, check=True, timeout=1800):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    cmd = ["snakemake", "--cores", "2", "--rerun-incomplete", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def mock_invocations(log_path):
+    path = Path(log_path)
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]

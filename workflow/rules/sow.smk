@@ -1,0 +1,16 @@
+checkpoint sow:
+    input:
+        structure=f"{R}/structure/unitcell.json",
+        template=config["supercell_template"],
+    output:
+        manifest=f"{R}/sow/manifest.json",
+        disp=f"{R}/sow/phono3py_disp.yaml",
+    params:
+        sow=config["sow"],
+        pw_overrides=pw_overrides_for_supercells(config["dft"]),
+        engine=engine_tag(config["dft"]["pw_command"]),
+        store=f"{R}/dft",
+    log:
+        f"{R}/logs/sow.log",
+    script:
+        "../../scripts/sow.py"
