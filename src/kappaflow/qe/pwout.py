@@ -128,6 +128,8 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
             version = m.group(1) if m else version
         elif s.startswith("number of atoms/cell"):
             n_atoms = int(s.split("=")[1])
+            if expected_n_atoms is not None and n_atoms != expected_n_atoms:
+                raise PwOutputError(spath, f"run has {n_atoms} atoms, expected {expected_n_atoms}", i + 1)
         elif s.startswith("lattice parameter (alat)"):
             alat_ang = float(s.split("=")[1].split()[0]) * units.BOHR_ANG
         elif "running on" in s and "processors" in s:
