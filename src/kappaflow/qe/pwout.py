@@ -90,6 +90,41 @@ def _floats(tokens: list[str], path: str, lineno: int, what: str) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
+def _read_cell(lines: list[str], i: int, path: str, alat_ang: float | None, what: str) -> np.ndarray:
+    """The 3 rows after a ``CELL_PARAMETERS (unit)`` header at line index ``i``, in Å."""
+    unit = lines[i].strip()[len("CELL_PARAMETERS"):].strip().strip("()").lower()
+    rows = np.array([_floats(lines[i + k].split()[:3], path, i + 1 + k, what) for k in (1, 2, 3)])
+    if unit.startswith("alat"):
+        m = re.search(r"alat\s*=\s*([\d.]+)", unit)
+        return rows * (float(m.group(1)) * units.BOHR_ANG if m else alat_ang)
+    if unit == "bohr":
+        return rows * units.BOHR_ANG
+    return rows
+
+
+def _read_positions(lines: list[str], i: int, path: str, n_atoms: int | None, cell_ang, alat_ang,
+                    what: str) -> tuple[list[str], np.ndarray, int]:
+    """Symbols and fractional positions after an ``ATOMIC_POSITIONS (unit)`` header at line index
+    ``i``; returns them with the index of the first line after the block."""
+    unit = lines[i].strip()[len("ATOMIC_POSITIONS"):].strip().strip("()").lower()
+    syms, pos = [], []
+    j = i + 1
+    while j < len(lines) and len(syms) < (n_atoms or 0):
+        fields = lines[j].split()
+        if len(fields) < 4:
+            break
+        syms.append(fields[0])
+        pos.append(_floats(fields[1:4], path, j + 1, what))
+        j += 1
+    pos = np.array(pos)
+    if unit != "crystal":
+        if cell_ang is None:
+            raise PwOutputError(path, f"ATOMIC_POSITIONS {unit} before any cell is known", i + 1)
+        scale = {"angstrom": 1.0, "bohr": units.BOHR_ANG, "alat": alat_ang}[unit]
+        pos = (pos * scale) @ np.linalg.inv(cell_ang)
+    return syms, pos, j
+
+
 def _next_frame(frames: list[PwFrame], frame: PwFrame) -> PwFrame:
     """A configuration is complete once its energy is known; what follows belongs to the next one."""
     if frame.energy_ev is None:
@@ -178,39 +213,13 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
                 pass
         elif s.startswith("CELL_PARAMETERS"):
             frame = _next_frame(frames, frame)
-            unit = s[len("CELL_PARAMETERS"):].strip().strip("()").lower()
-            rows = np.array([_floats(lines[i + k].split()[:3], spath, i + 1 + k, "cell") for k in (1, 2, 3)])
-            if unit.startswith("alat"):
-                m = re.search(r"alat\s*=\s*([\d.]+)", unit)
-                scale = float(m.group(1)) * units.BOHR_ANG if m else alat_ang
-                rows = rows * scale
-            elif unit == "bohr":
-                rows = rows * units.BOHR_ANG
-            frame.cell_ang = rows
+            frame.cell_ang = _read_cell(lines, i, spath, alat_ang, "cell")
             i += 4
             continue
         elif s.startswith("ATOMIC_POSITIONS"):
             frame = _next_frame(frames, frame)
-            unit = s[len("ATOMIC_POSITIONS"):].strip().strip("()").lower()
-            syms, pos = [], []
-            j = i + 1
-            while j < len(lines) and len(syms) < (n_atoms or 0):
-                fields = lines[j].split()
-                if len(fields) < 4:
-                    break
-                syms.append(fields[0])
-                pos.append(_floats(fields[1:4], spath, j + 1, "atomic position"))
-                j += 1
-            pos = np.array(pos)
-            if unit != "crystal":
-                cell = frame.cell_ang if frame.cell_ang is not None else None
-                if cell is None:
-                    raise PwOutputError(spath, f"ATOMIC_POSITIONS {unit} before any cell is known", i + 1)
-                scale = {"angstrom": 1.0, "bohr": units.BOHR_ANG, "alat": alat_ang}[unit]
-                pos = (pos * scale) @ np.linalg.inv(cell)
-            frame.positions_frac = pos
-            frame.symbols = syms
-            i = j
+            frame.symbols, frame.positions_frac, i = _read_positions(
+                lines, i, spath, n_atoms, frame.cell_ang, alat_ang, "atomic position")
             continue
         elif s == "Begin final coordinates":
             j = i + 1
@@ -218,32 +227,13 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
             while j < len(lines) and lines[j].strip() != "End final coordinates":
                 t = lines[j].strip()
                 if t.startswith("CELL_PARAMETERS"):
-                    unit = t[len("CELL_PARAMETERS"):].strip().strip("()").lower()
-                    rows = np.array([_floats(lines[j + k].split()[:3], spath, j + 1 + k, "final cell")
-                                     for k in (1, 2, 3)])
-                    if unit.startswith("alat"):
-                        m = re.search(r"alat\s*=\s*([\d.]+)", unit)
-                        rows = rows * (float(m.group(1)) * units.BOHR_ANG if m else alat_ang)
-                    elif unit == "bohr":
-                        rows = rows * units.BOHR_ANG
-                    sub_cell = rows
+                    sub_cell = _read_cell(lines, j, spath, alat_ang, "final cell")
                     j += 4
                     continue
                 if t.startswith("ATOMIC_POSITIONS"):
-                    unit = t[len("ATOMIC_POSITIONS"):].strip().strip("()").lower()
-                    syms, pos = [], []
-                    k = j + 1
-                    while k < len(lines) and len(lines[k].split()) >= 4:
-                        syms.append(lines[k].split()[0])
-                        pos.append(_floats(lines[k].split()[1:4], spath, k + 1, "final position"))
-                        k += 1
-                    pos = np.array(pos)
                     cell_for = sub_cell if sub_cell is not None else frame.cell_ang
-                    if unit != "crystal":
-                        scale = {"angstrom": 1.0, "bohr": units.BOHR_ANG, "alat": alat_ang}[unit]
-                        pos = (pos * scale) @ np.linalg.inv(cell_for)
-                    final_pos, final_symbols = pos, syms
-                    j = k
+                    final_symbols, final_pos, j = _read_positions(
+                        lines, j, spath, n_atoms, cell_for, alat_ang, "final position")
                     continue
                 j += 1
             if j >= len(lines):
@@ -266,8 +256,6 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
         raise PwOutputError(spath, "pw.x did not finish ('JOB DONE' missing: killed, crashed or truncated)")
     if n_atoms is None:
         raise PwOutputError(spath, "no 'number of atoms/cell' line: not a pw.x output?")
-    if expected_n_atoms is not None and n_atoms != expected_n_atoms:
-        raise PwOutputError(spath, f"run has {n_atoms} atoms, expected {expected_n_atoms}")
     if not frames or frames[-1].energy_ev is None:
         raise PwOutputError(spath, "no converged total energy ('!    total energy') in the output")
     if require_forces and frames[-1].forces_ev_per_ang is None:
