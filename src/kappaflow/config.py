@@ -91,6 +91,8 @@ def resolve(user_config: dict, check_files: bool = True) -> dict:
     for key in ("unitcell", "supercell_template"):
         if key in system:
             system[key] = str((system_path.parent / system[key]))
+    if (system.get("sow") or {}).get("thirdorder_dir"):
+        system["sow"]["thirdorder_dir"] = str(system_path.parent / system["sow"]["thirdorder_dir"])
     merged = deep_merge(system, user_config)
     merged.setdefault("name", system_path.stem)
     config = validate(merged, sources=f"config ({system_path} + user config)")
@@ -100,6 +102,13 @@ def resolve(user_config: dict, check_files: bool = True) -> dict:
     if config["sow"]["pair_cutoff_ang"] is not None and config["sow"]["neighbour_shells"] is not None:
         raise ConfigError(f"config ({system_path} + user config): sow: give pair_cutoff_ang or "
                           "neighbour_shells, not both")
+    if config["sow"]["strategy"] == "thirdorder":
+        if not config["sow"]["thirdorder_dir"]:
+            raise ConfigError(f"config ({system_path} + user config): sow.strategy 'thirdorder' needs "
+                              "sow.thirdorder_dir (the directory of BASE.*/DISP.* inputs and outputs)")
+        if config["relax"]["enabled"]:
+            raise ConfigError(f"config ({system_path} + user config): sow.strategy 'thirdorder' imports "
+                              "supercells sown from the unit cell as given; set relax.enabled: false")
     if check_files:
         check_inputs(config)
     return config

@@ -96,7 +96,8 @@ def cost_table(manifest: dict, store_dir, nodes_per_job: float, cores_per_job: f
         if job["key"] in seen:
             continue
         seen.add(job["key"])
-        run = read_pw_output(Path(store_dir) / job["key"] / "pw.out", expected_n_atoms=job["n_atoms"])
+        path = job.get("output") or Path(store_dir) / job["key"] / "pw.out"  # imported runs name their file
+        run = read_pw_output(path, expected_n_atoms=job["n_atoms"])
         hours = float(units.seconds_to_hours(run.wall_time_s))
         rows.append({"key": job["key"], "role": job["role"], "index": job["index"],
                      "n_atoms": run.n_atoms, "wall_time_s": run.wall_time_s,

@@ -31,7 +31,12 @@ def load_forces(manifest: dict, store_dir, reader=None) -> dict[str, dict[int, n
     cache: dict[str, np.ndarray] = {}
     out: dict[str, dict[int, np.ndarray]] = {}
     for job in manifest["jobs"]:
-        if job["key"] not in cache:
+        if job["key"] not in cache and "output" in job:  # imported run: its own file, input atom order
+            from kappaflow.thirdorder_import import reorder_forces
+
+            run = read_pw_output(job["output"], expected_n_atoms=job["n_atoms"])
+            cache[job["key"]] = reorder_forces(manifest, np.asarray(run.forces_ev_per_ang, dtype=np.float64))
+        elif job["key"] not in cache:
             cache[job["key"]] = np.asarray(reader(job["key"], job["n_atoms"]), dtype=np.float64)
         out.setdefault(job["role"], {})[job["index"]] = cache[job["key"]]
     return out

@@ -111,6 +111,18 @@ def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_d
             disp_yaml_path) -> dict:
     unit = read_structure(structure_path)
     settings = sow_settings(sow_cfg)
+    if settings.strategy == "thirdorder":
+        from kappaflow.thirdorder_import import import_set
+
+        with atomic_path(disp_yaml_path) as tmp_yaml:
+            manifest = import_set(unit, settings, sow_cfg["thirdorder_dir"], sow_cfg["thirdorder_outputs"],
+                                  disp_yaml_path=tmp_yaml, progress=progress)
+        progress(f"sow: imported {manifest['n_displaced_fc3']} thirdorder supercells from "
+                 f"{manifest['import']['dir']} (base forces subtracted: "
+                 f"{manifest['import']['base_forces_subtracted']})")
+        with atomic_path(manifest_path) as tmp:
+            sow.write_manifest(tmp, manifest)
+        return manifest
     with atomic_path(disp_yaml_path) as tmp_yaml:
         manifest = sow.sow(unit, settings, template_path, store_dir, dft.engine_tag(dft_cfg["pw_command"]),
                            pw_overrides_for_supercells(dft_cfg), disp_yaml_path=tmp_yaml, progress=progress)
@@ -124,8 +136,15 @@ def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_d
 
 
 def manifest_keys(manifest_path) -> list[str]:
+    """Keys of the pw.x runs the store must compute (imported runs are not computed)."""
     manifest = sow.read_manifest(manifest_path)
-    return sorted({j["key"] for j in manifest["jobs"]})
+    return sorted({j["key"] for j in manifest["jobs"] if "output" not in j})
+
+
+def imported_outputs(manifest_path) -> list[str]:
+    """pw.x outputs an imported (thirdorder) set brings along."""
+    manifest = sow.read_manifest(manifest_path)
+    return sorted({j["output"] for j in manifest["jobs"] if "output" in j})
 
 
 # --- dft ----------------------------------------------------------------------------------------
