@@ -2,6 +2,7 @@
 #   snakemake --profile profiles/local              (config/config.yaml: system, pw.x command)
 #   snakemake --profile profiles/local --configfile config/mock/ges2.yaml
 # The DAG, the modules and the files between rules: docs/ARCHITECTURE.md.
+import os
 import sys
 
 from snakemake.utils import min_version, validate
@@ -10,6 +11,12 @@ import kappaflow.config as kfconfig
 from kappaflow.errors import KappaflowError
 
 min_version("8.20")
+
+# With `--sdm conda` jobs run in envs/*.yaml, which hold kappaflow's dependencies but not kappaflow:
+# they import the checked-out package from src/ (the same code an editable install points to).
+_src = os.path.join(workflow.basedir, "src")
+if os.path.isdir(_src):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_src, os.environ.get("PYTHONPATH")]))
 
 
 configfile: "config/config.yaml"

@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kappaflow-dag-"))
-    for name in ("Snakefile", "workflow", "scripts", "config"):
+    for name in ("Snakefile", "workflow", "scripts", "config", "envs"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
     (work / "bench.yaml").write_text(
         "system: ges2\n"

@@ -12,7 +12,7 @@ DATA = Path(__file__).resolve().parent / "data"
 @pytest.fixture
 def workspace(tmp_path):
     """A copy of the workflow (Snakefile, rules, scripts, config) to run Snakemake in isolation."""
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles"):
+    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, tmp_path / name, symlinks=False)

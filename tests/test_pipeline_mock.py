@@ -53,7 +53,7 @@ def si_run(tmp_path_factory):
     import shutil
 
     work = tmp_path_factory.mktemp("si_mock")
-    for name in ("Snakefile", "workflow", "scripts", "config"):
+    for name in ("Snakefile", "workflow", "scripts", "config", "envs"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
     cfg = write_config(work, "test.yaml", SI_SETTINGS)
     log = work / "mock1.log"

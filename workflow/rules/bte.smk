@@ -1,4 +1,6 @@
 rule bte:
+    conda:
+        "../../envs/phonons.yaml"
     input:
         disp=f"{R}/sow/phono3py_disp.yaml",
         fc2=f"{R}/fc/fc2.hdf5",

@@ -2,6 +2,8 @@
 # DFT engine, written by the sow only when new; a finished pw.out is therefore never recomputed when
 # the sow changes (larger cutoff, more random supercells), only new keys run.
 rule dft:
+    conda:
+        "../../envs/dft.yaml"
     input:
         f"{R}/dft/{{key}}/pw.in",
     output:
@@ -15,6 +17,8 @@ rule dft:
 
 
 rule cost:
+    conda:
+        "../../envs/phonons.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         outputs=dft_outputs,

@@ -1,4 +1,6 @@
 rule reap:
+    conda:
+        "../../envs/phonons.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         disp=f"{R}/sow/phono3py_disp.yaml",

@@ -1,4 +1,6 @@
 rule report:
+    conda:
+        "../../envs/phonons.yaml"
     input:
         kappa=f"{R}/bte/kappa.csv",
         disp=f"{R}/sow/phono3py_disp.yaml",

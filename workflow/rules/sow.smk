@@ -1,4 +1,6 @@
 checkpoint sow:
+    conda:
+        "../../envs/phonons.yaml"
     input:
         structure=f"{R}/structure/unitcell.json",
         template=config["supercell_template"],

@@ -1,6 +1,8 @@
 if config["relax"]["enabled"]:
 
     rule relax_input:
+        conda:
+            "../../envs/phonons.yaml"
         input:
             unitcell=config["unitcell"],
         output:
@@ -14,6 +16,8 @@ if config["relax"]["enabled"]:
             "../../scripts/relax_input.py"
 
     rule relax:
+        conda:
+            "../../envs/dft.yaml"
         input:
             f"{R}/relax/pw.in",
         output:
@@ -24,6 +28,8 @@ if config["relax"]["enabled"]:
             "../../scripts/run_pw.py"
 
     rule structure:
+        conda:
+            "../../envs/phonons.yaml"
         input:
             pw_in=f"{R}/relax/pw.in",
             pw_out=f"{R}/relax/pw.out",
@@ -37,6 +43,8 @@ if config["relax"]["enabled"]:
 else:
 
     rule structure:
+        conda:
+            "../../envs/phonons.yaml"
         input:
             unitcell=config["unitcell"],
         output:
