@@ -40,6 +40,8 @@ include: "workflow/rules/dft.smk"
 include: "workflow/rules/reap.smk"
 include: "workflow/rules/bte.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ml.smk"
+include: "workflow/rules/noise.smk"
 
 
 rule all:

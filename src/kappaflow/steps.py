@@ -233,3 +233,62 @@ def run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, files):
                           log_path=workdir / "shengbte.log")
     t, kappa = shengbte.read_kappa_vs_t(workdir, iterative=bte_cfg["method"] == "lbte")
     return bte_mod.KappaResult(t, kappa)
+
+
+# --- noise study --------------------------------------------------------------------------------
+def run_noise_job(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bte_cfg: dict, mesh,
+                  amplitude_ev_per_ang: float, seed: int, kappa_csv_path, ml_forces_path=None) -> dict:
+    """κ with Gaussian noise of the given amplitude on the displaced supercells' forces (or, with
+    ``ml_forces_path``, with ML forces in their place): the same reap and BTE, in memory."""
+    from kappaflow import noise
+
+    manifest = sow.read_manifest(manifest_path)
+    clean = reap.load_forces(manifest, store_dir)
+    if ml_forces_path:
+        from kappaflow.ml.forcesfile import read_forces
+
+        keys = {j["key"]: j["n_atoms"] for j in manifest["jobs"] if j["role"] in noise.DISPLACED_ROLES}
+        table = read_forces(ml_forces_path)
+        missing = sorted(set(keys) - set(table))
+        if missing:
+            raise KappaflowError(f"{ml_forces_path}: no ML forces for supercell {missing[0]}")
+        forces = noise.replaced_forces(clean, manifest, {k: table[k][0] for k in keys})
+        label = f"ML forces from {ml_forces_path}"
+    else:
+        forces = noise.noisy_forces(clean, amplitude_ev_per_ang, seed)
+        label = f"noise {amplitude_ev_per_ang * 1e6:g} µeV/Å, seed {seed}"
+    rmse = noise.force_rmse(forces, clean)
+    result = noise.kappa_with_forces(lambda: load_phono3py(disp_yaml_path), manifest, forces,
+                                     reap_cfg["fc_calculator"], bte_cfg, mesh)
+    with atomic_path(kappa_csv_path) as tmp:
+        bte_mod.write_kappa_csv(tmp, result)
+    with atomic_path(Path(kappa_csv_path).with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"amplitude_ev_per_ang": amplitude_ev_per_ang, "seed": seed,
+                                   "force_rmse_ev_per_ang": rmse, "source": label}, indent=1))
+    i300 = int(np.argmin(np.abs(result.temperatures_k - 300.0)))
+    progress(f"noise: {label}: force RMSE {rmse * 1e6:.1f} µeV/Å, kappa_xx({result.temperatures_k[i300]:.0f} K) "
+             f"{result.kappa_w_per_mk[i300, 0, 0]:.3f} W/mK")
+    return {"rmse": rmse}
+
+
+def run_noise_summary(noise_csvs, ml_csvs: dict, band: float, out: dict) -> dict:
+    from kappaflow import noise
+
+    runs = []
+    for path in noise_csvs:
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+        runs.append({"amplitude": meta["amplitude_ev_per_ang"], "seed": meta["seed"], "kappa_csv": path,
+                     "source": "noise", "rmse": meta["force_rmse_ev_per_ang"]})
+    for model, path in ml_csvs.items():
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+        runs.append({"amplitude": float("nan"), "seed": 0, "kappa_csv": path, "source": f"ML {model}",
+                     "rmse": meta["force_rmse_ev_per_ang"]})
+    rows = noise.collect(runs)
+    tol = noise.tolerance(rows, band)
+    with atomic_path(out["table"]) as tmp:
+        noise.write_table(tmp, rows)
+    with atomic_path(out["tolerance"]) as tmp:
+        noise.write_tolerance(tmp, tol)
+    noise.plot(rows, tol, {"kappa_xx": out["kappa_xx"], "kappa_zz": out["kappa_zz"]}, out["ratio"])
+    progress(f"noise: tolerance {tol['tolerance_uev_per_ang']:g} µeV/Å (κ within ±{100 * band:g} % at every T)")
+    return tol

@@ -1,0 +1,920 @@
+"""PANNA-style atomic neural-network potentials: training, evaluation and committees.
+
+Model
+-----
+One feed-forward network per species maps the mBP G-vector of an atom (:mod:`kappaflow.ml.gvectors`)
+to an atomic energy; the structure energy is their sum and forces are its negative gradient through
+the descriptor derivatives::
+
+    x_i   = (G_i - mean_s) / std_s                          (per-species standardisation, training data)
+    E_i   = offset_s + scale * NN_s(x_i)                    (NN_s: g -> hidden_layers -> 1, linear output)
+    E     = sum_i E_i
+    F_k   = -sum_{(i,k) pairs} sum_g dE/dG_ig dG_ig/dR_k    (stored sparse dG/dR, :class:`Descriptors`)
+
+The thesis network (seed thesis §5.3) has an input layer of 128 nodes (= g_size of its GeS2
+descriptors), hidden layers of 64 and 32 nodes and one output: ``hidden_layers=(64, 32)``.  The thesis
+does not name the activation; the default is PANNA's ``gaussian`` (exp(-x²), PANNA's activation code
+1), which is smooth, as force constants from finite differences of forces need.  ``offset_s`` comes
+from a least-squares fit of the training energies on the composition (PANNA's ``output_offset``) and
+``scale`` is the RMS training force (eV/Å times 1 Å) so that the network's outputs start at O(1).
+
+Loss (thesis eq. 5.5, λ = ``force_weight`` = 0.3)::
+
+    L = energy_weight * mean_structures[(ΔE / n_atoms)²]  +  force_weight * mean_components[ΔF²]
+
+in eV and eV/Å (``energy_loss="total"`` uses ΔE² of total energies instead, as PANNA does).
+Optimiser: Adam (float64, implemented here), learning rate ``learning_rate`` decaying exponentially to
+``learning_rate_final`` at the last epoch (constant when None), mini-batches of ``batch_size``
+structures reshuffled every epoch.
+
+Everything is float64; training is deterministic for a given seed (weights initialised with numpy's
+``default_rng(seed)``, batches shuffled with it, TensorFlow op determinism enabled).
+
+Files written by :func:`train_model` in ``out_dir``
+---------------------------------------------------
+``metrics.csv``  one row per evaluated epoch (flushed each time): epoch, train/val energy RMSE per atom
+                 (meV/atom), train/val force RMSE (meV/Å), learning rate, wall time (s).  Validation
+                 columns are empty without a validation set.
+``model.npz``    the weights with the lowest validation force RMSE so far (training force RMSE without
+                 a validation set), with the full metadata as a JSON string (``metadata``).
+``model.json``   the same metadata, human readable: species, MBP parameters (``params.to_dict()``),
+                 architecture, normalisation, energy offsets and scale, best epoch and its metrics,
+                 seed, settings, ``complete`` (False while training runs), ``weights_sha256``.
+Both model files are written to temporary siblings and renamed (npz first); a killed training
+leaves the last best checkpoint, which loads.  :meth:`NetworkPotential.load` reads ``model.npz``
+only (its embedded metadata is authoritative).
+
+API
+---
+``NetworkSettings(hidden_layers=(64, 32), activation="gaussian")``
+``TrainSettings(epochs=..., batch_size=20, learning_rate=1e-3, learning_rate_final=..., force_weight=0.3,
+energy_weight=1.0, energy_loss="per_atom", validation_fraction=0.0, seed=0, network=NetworkSettings(),
+...)``; both have ``to_dict()`` / ``from_dict()``.
+``split_keys(keys, validation_fraction, seed) -> (train_keys, val_keys)``
+``split_records(records, validation_fraction, seed) -> (train_records, val_records)``
+``train_model(train_records, val_records, params, settings, out_dir, progress=None) -> dict``
+``NetworkPotential.load(model_dir)``: ``energy_and_forces(desc)``, ``atomic_energies(desc)``,
+``evaluate(desc)``.
+``Committee(models)`` / ``Committee.load(dirs)``: ``predict(desc)``, ``predict_many(items)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from kappaflow.ml.gvectors import Descriptors, MBPParameters
+
+__all__ = ["ACTIVATIONS", "NetworkSettings", "TrainSettings", "split_keys", "split_records",
+           "train_model", "NetworkPotential", "Committee", "MODEL_FORMAT"]
+
+#: activations (all smooth): PANNA's gaussian exp(-x²), tanh, softplus log(1+e^x), silu x·sigmoid(x)
+ACTIVATIONS = ("gaussian", "tanh", "softplus", "silu")
+MODEL_FORMAT = "kappaflow-nnp-1"
+MODEL_NPZ = "model.npz"
+MODEL_JSON = "model.json"
+METRICS_CSV = "metrics.csv"
+METRICS_COLUMNS = ("epoch", "train_energy_rmse_mev_per_atom", "train_force_rmse_mev_per_ang",
+                   "val_energy_rmse_mev_per_atom", "val_force_rmse_mev_per_ang", "learning_rate",
+                   "wall_s")
+
+
+def _import_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    return tf
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings
+# ------------------------------------------------------------------------------------------------
+def _from_dict(cls, mapping: Mapping, what: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(mapping) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**mapping)
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Per-species network: ``g_size -> hidden_layers... -> 1`` with ``activation`` on hidden layers."""
+
+    hidden_layers: tuple[int, ...] = (64, 32)
+    activation: str = "gaussian"
+
+    def __post_init__(self):
+        layers = tuple(int(h) for h in self.hidden_layers)
+        if not layers or any(h < 1 for h in layers):
+            raise ValueError(f"hidden_layers must be positive sizes, got {self.hidden_layers!r}")
+        object.__setattr__(self, "hidden_layers", layers)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+    def to_dict(self) -> dict:
+        return {"hidden_layers": list(self.hidden_layers), "activation": self.activation}
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping) -> "NetworkSettings":
+        return _from_dict(cls, mapping, "NetworkSettings")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training hyper-parameters (thesis defaults: batch 20, Adam lr 1e-3, λ = force_weight = 0.3).
+
+    epochs: passes over the training set.
+    learning_rate / learning_rate_final: exponential decay from the first to the last epoch
+        (``learning_rate_final=None``: constant).
+    energy_loss: ``"per_atom"`` (ΔE/n_atoms) or ``"total"`` (ΔE).
+    validation_fraction: used by :func:`split_keys` / :func:`split_records` (0 = train on 100 %).
+    standardize: per-species standardisation of G (mean/std of the training atoms); feature
+        stds below ``std_floor`` times the largest std of the species are raised to it.
+    fit_offsets: per-species energy offsets from a least-squares fit on composition (else 0).
+    eval_every: evaluate (and maybe checkpoint) every this many epochs (and at the last).
+    progress_every: call ``progress`` every this many epochs.
+    adam_beta1, adam_beta2, adam_epsilon: Adam constants.
+    """
+
+    epochs: int = 1000
+    batch_size: int = 20
+    learning_rate: float = 1e-3
+    learning_rate_final: float | None = 1e-5
+    force_weight: float = 0.3
+    energy_weight: float = 1.0
+    energy_loss: str = "per_atom"
+    validation_fraction: float = 0.0
+    seed: int = 0
+    standardize: bool = True
+    std_floor: float = 1e-3
+    fit_offsets: bool = True
+    eval_every: int = 1
+    progress_every: int = 10
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+    def __post_init__(self):
+        if isinstance(self.network, Mapping):
+            object.__setattr__(self, "network", NetworkSettings.from_dict(self.network))
+        for name in ("epochs", "batch_size", "eval_every", "progress_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or int(v) < 1:
+                raise ValueError(f"TrainSettings.{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not (self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.learning_rate_final is not None and not (self.learning_rate_final > 0):
+            raise ValueError(f"learning_rate_final must be > 0 or None, got {self.learning_rate_final!r}")
+        for name in ("force_weight", "energy_weight", "std_floor"):
+            if not (getattr(self, name) >= 0):
+                raise ValueError(f"TrainSettings.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.force_weight == 0 and self.energy_weight == 0:
+            raise ValueError("force_weight and energy_weight are both 0")
+        if self.energy_loss not in ("per_atom", "total"):
+            raise ValueError(f"energy_loss must be 'per_atom' or 'total', got {self.energy_loss!r}")
+        if not (0.0 <= self.validation_fraction < 1.0):
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``."""
+        if self.learning_rate_final is None or self.epochs == 1:
+            return float(self.learning_rate)
+        frac = epoch / (self.epochs - 1)
+        return float(self.learning_rate * (self.learning_rate_final / self.learning_rate) ** frac)
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "network"}
+        out["network"] = self.network.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping) -> "TrainSettings":
+        data = dict(mapping)
+        if "network" in data and isinstance(data["network"], Mapping):
+            data["network"] = NetworkSettings.from_dict(data["network"])
+        return _from_dict(cls, data, "TrainSettings")
+
+
+# ------------------------------------------------------------------------------------------------
+# Splits
+# ------------------------------------------------------------------------------------------------
+def split_keys(keys: Sequence[str], validation_fraction: float, seed: int = 0):
+    """Deterministic split of ``keys`` into ``(train_keys, val_keys)``.
+
+    The result depends only on the *set* of keys, the fraction and the seed (keys are sorted first);
+    ``round(fraction * n)`` keys go to validation, at least one when the fraction is > 0 and there are
+    two or more keys.  Both lists come back sorted.
+    """
+    keys = [str(k) for k in keys]
+    if len(set(keys)) != len(keys):
+        raise ValueError("split_keys: duplicate keys")
+    if not (0.0 <= validation_fraction < 1.0):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    ordered = sorted(keys)
+    n = len(ordered)
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = min(n_val, max(n - 1, 0))
+    perm = np.random.default_rng(seed).permutation(n)
+    val = sorted(ordered[i] for i in perm[:n_val])
+    val_set = set(val)
+    return [k for k in ordered if k not in val_set], val
+
+
+def split_records(records: Sequence[dict], validation_fraction: float, seed: int = 0):
+    """:func:`split_keys` applied to record dicts; returns ``(train_records, val_records)`` in
+    the order of the split keys."""
+    by_key = {r["key"]: r for r in records}
+    if len(by_key) != len(records):
+        raise ValueError("split_records: duplicate keys")
+    train, val = split_keys(list(by_key), validation_fraction, seed)
+    return [by_key[k] for k in train], [by_key[k] for k in val]
+
+
+# ------------------------------------------------------------------------------------------------
+# Numpy network evaluation (shared by NetworkPotential and Committee)
+# ------------------------------------------------------------------------------------------------
+def _act_np(name, z):
+    """activation and its derivative."""
+    if name == "gaussian":
+        h = np.exp(-z * z)
+        return h, -2.0 * z * h
+    if name == "tanh":
+        h = np.tanh(z)
+        return h, 1.0 - h * h
+    if name == "softplus":
+        h = np.logaddexp(0.0, z)
+        return h, 0.5 * (1.0 + np.tanh(0.5 * z))
+    if name == "silu":
+        s = 0.5 * (1.0 + np.tanh(0.5 * z))
+        return z * s, s * (1.0 + z * (1.0 - s))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _mlp_np(x, layers, activation, need_grad=True):
+    """Batched over a leading member axis: x (n, g) or (M, n, g); layers [(W (M, i, o), b (M, o))].
+
+    Returns out (M, n) and d out/dx (M, n, g) (None unless need_grad)."""
+    h = x
+    cache = []
+    n_layers = len(layers)
+    for l, (W, b) in enumerate(layers):
+        if h.ndim == 2:
+            z = np.einsum("ni,mio->mno", h, W) + b[:, None, :]
+        else:
+            z = np.matmul(h, W) + b[:, None, :]
+        if l < n_layers - 1:
+            h, dh = _act_np(activation, z)
+            cache.append(dh)
+        else:
+            h = z
+    out = h[..., 0]
+    if not need_grad:
+        return out, None
+    # backward: d out / d h_last = W_L[:, :, 0]
+    grad = np.broadcast_to(layers[-1][0][:, None, :, 0], cache[-1].shape if cache else x.shape)
+    for l in range(n_layers - 2, -1, -1):
+        gz = grad * cache[l]                                   # (M, n, o)
+        W = layers[l][0]                                       # (M, i, o)
+        grad = np.matmul(gz, np.swapaxes(W, 1, 2))            # (M, n, i)
+    return out, grad
+
+
+class _StackedNetworks:
+    """Weights of M same-architecture models stacked along a member axis, for fast numpy evaluation."""
+
+    def __init__(self, models: Sequence["NetworkPotential"]):
+        first = models[0]
+        self.species = first.species
+        self.activation = first.activation
+        self.n_members = len(models)
+        self.layers = []          # per species: [(W (M,i,o), b (M,o))]
+        for s in range(len(self.species)):
+            per_layer = []
+            for l in range(len(first.weights[s])):
+                per_layer.append((np.stack([m.weights[s][l][0] for m in models]),
+                                  np.stack([m.weights[s][l][1] for m in models])))
+            self.layers.append(per_layer)
+        self.g_mean = np.stack([m.g_mean for m in models])      # (M, S, g)
+        self.g_inv_std = 1.0 / np.stack([m.g_std for m in models])
+        self.offsets = np.stack([m.energy_offsets for m in models])   # (M, S)
+        self.scale = np.array([m.energy_scale for m in models])        # (M,)
+
+    def atomic(self, G, species_index, need_grad=True):
+        """Per-atom energies (M, n) and dE_i/dG_i (M, n, g)."""
+        M = self.n_members
+        n, g = G.shape
+        E = np.empty((M, n))
+        dE = np.empty((M, n, g)) if need_grad else None
+        for s in range(len(self.species)):
+            idx = np.flatnonzero(species_index == s)
+            if idx.size == 0:
+                continue
+            x = (G[idx][None, :, :] - self.g_mean[:, s, None, :]) * self.g_inv_std[:, s, None, :]
+            out, dout = _mlp_np(x, self.layers[s], self.activation, need_grad)
+            E[:, idx] = self.offsets[:, s, None] + self.scale[:, None] * out
+            if need_grad:
+                dE[:, idx] = dout * (self.scale[:, None, None] * self.g_inv_std[:, s, None, :])
+        return E, dE
+
+
+def _forces_from_dE(dE_dG, pairs, values, n_atoms):
+    """Forces (M, n, 3) from dE/dG (M, n, g) and sparse derivative rows."""
+    M = dE_dG.shape[0]
+    per_pair = np.einsum("mpg,pgc->mpc", dE_dG[:, pairs[:, 0]], values, optimize=True)
+    forces = np.zeros((M, n_atoms, 3))
+    for m in range(M):
+        np.add.at(forces[m], pairs[:, 1], per_pair[m])
+    return -forces
+
+
+# ------------------------------------------------------------------------------------------------
+# NetworkPotential
+# ------------------------------------------------------------------------------------------------
+class NetworkPotential:
+    """A trained model: per-species networks, normalisation and energy offsets (numpy, float64)."""
+
+    def __init__(self, params: MBPParameters, network: NetworkSettings, weights, g_mean, g_std,
+                 energy_offsets, energy_scale: float, metadata: dict | None = None):
+        self.params = params
+        self.network = network
+        self.species = tuple(params.species)
+        self.activation = network.activation
+        self.weights = [[(np.asarray(W, np.float64), np.asarray(b, np.float64)) for W, b in sp]
+                        for sp in weights]
+        self.g_mean = np.asarray(g_mean, np.float64)
+        self.g_std = np.asarray(g_std, np.float64)
+        self.energy_offsets = np.asarray(energy_offsets, np.float64)
+        self.energy_scale = float(energy_scale)
+        self.metadata = dict(metadata or {})
+        S, g = len(self.species), params.g_size
+        if self.g_mean.shape != (S, g) or self.g_std.shape != (S, g) or self.energy_offsets.shape != (S,):
+            raise ValueError("NetworkPotential: normalisation/offset shapes do not fit the species and g_size")
+        sizes = (g,) + network.hidden_layers + (1,)
+        for s, sp in enumerate(self.weights):
+            if len(sp) != len(sizes) - 1:
+                raise ValueError(f"NetworkPotential: species {self.species[s]} has {len(sp)} layers, "
+                                 f"expected {len(sizes) - 1}")
+            for l, (W, b) in enumerate(sp):
+                if W.shape != (sizes[l], sizes[l + 1]) or b.shape != (sizes[l + 1],):
+                    raise ValueError(f"NetworkPotential: species {self.species[s]} layer {l} has shape "
+                                     f"{W.shape}, expected {(sizes[l], sizes[l + 1])}")
+        self._stack = _StackedNetworks([self])
+
+    # -- files -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir) -> "NetworkPotential":
+        """Load ``model_dir/model.npz`` (or the npz path itself)."""
+        path = Path(model_dir)
+        if path.is_dir():
+            path = path / MODEL_NPZ
+        if not path.is_file():
+            raise FileNotFoundError(f"no trained model at {path}")
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["metadata"]))
+            if meta.get("format") != MODEL_FORMAT:
+                raise ValueError(f"{path}: not a {MODEL_FORMAT} model (format {meta.get('format')!r})")
+            params = MBPParameters.from_dict(meta["descriptor"])
+            network = NetworkSettings.from_dict(meta["architecture"]["network"])
+            n_layers = len(network.hidden_layers) + 1
+            weights = [[(data[f"{sp}/W{l}"], data[f"{sp}/b{l}"]) for l in range(n_layers)]
+                       for sp in params.species]
+            g_mean = data["g_mean"]
+            g_std = data["g_std"]
+            offsets = data["energy_offsets"]
+        return cls(params, network, weights, g_mean, g_std, offsets, meta["energy_scale_ev"], meta)
+
+    def arrays(self) -> dict:
+        """The arrays stored in model.npz (without the metadata)."""
+        out = {"g_mean": self.g_mean, "g_std": self.g_std, "energy_offsets": self.energy_offsets}
+        for sp, layers in zip(self.species, self.weights):
+            for l, (W, b) in enumerate(layers):
+                out[f"{sp}/W{l}"] = W
+                out[f"{sp}/b{l}"] = b
+        return out
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def _check(self, desc: Descriptors):
+        if desc.params != self.params:
+            raise ValueError("descriptors were computed with other MBP parameters than the model's")
+
+    def atomic_energies(self, desc: Descriptors) -> np.ndarray:
+        """Per-atom energies (eV), shape (n_atoms,)."""
+        self._check(desc)
+        E, _ = self._stack.atomic(desc.G, desc.species_index, need_grad=False)
+        return E[0]
+
+    def energy_and_forces(self, desc: Descriptors):
+        """``(energy_eV, forces (n, 3) eV/Å)``; ``desc`` needs derivatives."""
+        out = self.evaluate(desc)
+        return out["energy_ev"], out["forces_ev_per_ang"]
+
+    def evaluate(self, desc: Descriptors) -> dict:
+        """``energy_ev``, ``forces_ev_per_ang`` (n, 3) and ``atomic_energies_ev`` (n,)."""
+        self._check(desc)
+        if not desc.has_derivatives:
+            raise ValueError("forces need descriptors with derivatives")
+        E, dE = self._stack.atomic(desc.G, desc.species_index)
+        F = _forces_from_dE(dE, desc.dG_pairs, desc.dG_values, desc.n_atoms)
+        return {"energy_ev": float(E[0].sum()), "forces_ev_per_ang": F[0], "atomic_energies_ev": E[0]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Committee
+# ------------------------------------------------------------------------------------------------
+class Committee:
+    """Several :class:`NetworkPotential` on the same descriptors; mean and spread of their predictions.
+
+    Standard deviations are population standard deviations over the members (``ddof=0``), so a
+    committee of identical members has exactly zero spread.
+    """
+
+    def __init__(self, models: Sequence[NetworkPotential]):
+        models = list(models)
+        if not models:
+            raise ValueError("Committee: no models")
+        first = models[0]
+        for m in models[1:]:
+            if m.params != first.params:
+                raise ValueError("Committee: members use different descriptor parameters")
+            if m.network != first.network:
+                raise ValueError("Committee: members have different architectures")
+        self.models = models
+        self.params = first.params
+        self.species = first.species
+        self._stack = _StackedNetworks(models)
+        self._otf = None
+
+    @classmethod
+    def load(cls, model_dirs: Iterable) -> "Committee":
+        return cls([NetworkPotential.load(d) for d in model_dirs])
+
+    @property
+    def n_members(self) -> int:
+        return len(self.models)
+
+    @staticmethod
+    def _summary(E_members, F_members) -> dict:
+        return {"energy_ev": float(E_members.mean()),
+                "energy_std_ev": float(E_members.std()),
+                "forces_ev_per_ang": F_members.mean(axis=0),
+                "forces_std_ev_per_ang": F_members.std(axis=0),
+                "members_energy_ev": E_members,
+                "members_forces": F_members}
+
+    def predict(self, desc: Descriptors) -> dict:
+        """Committee prediction for one structure (descriptors with derivatives):
+        ``energy_ev``, ``energy_std_ev``, ``forces_ev_per_ang`` (n, 3, mean over members),
+        ``forces_std_ev_per_ang`` (n, 3), ``members_energy_ev`` (M,), ``members_forces`` (M, n, 3)."""
+        if desc.params != self.params:
+            raise ValueError("descriptors were computed with other MBP parameters than the committee's")
+        if not desc.has_derivatives:
+            raise ValueError("forces need descriptors with derivatives")
+        E, dE = self._stack.atomic(desc.G, desc.species_index)
+        F = _forces_from_dE(dE, desc.dG_pairs, desc.dG_values, desc.n_atoms)
+        return self._summary(E.sum(axis=1), F)
+
+    def predict_many(self, items: Sequence, batch_atoms: int = 20000) -> list[dict]:
+        """Predictions (as :meth:`predict`) for many structures.
+
+        ``items`` are all :class:`Descriptors` (with derivatives; evaluated with numpy, all structures
+        in one network pass) or all ``ase.Atoms`` (descriptors and forces computed on the fly in
+        TensorFlow, :mod:`kappaflow.ml.ontheflytf`, in batches of about ``batch_atoms`` atoms) — the
+        fast route when descriptors are not already at hand.
+        """
+        items = list(items)
+        if not items:
+            return []
+        if all(isinstance(x, Descriptors) for x in items):
+            return self._predict_many_desc(items)
+        from ase import Atoms
+        if all(isinstance(x, Atoms) for x in items):
+            if self._otf is None:
+                from kappaflow.ml.ontheflytf import CommitteeEvaluator
+                self._otf = CommitteeEvaluator(self)
+            return self._otf.predict_many(items, batch_atoms=batch_atoms)
+        raise TypeError("predict_many: give a list of Descriptors or a list of ase.Atoms")
+
+    def _predict_many_desc(self, descs) -> list[dict]:
+        for d in descs:
+            if d.params != self.params:
+                raise ValueError("descriptors were computed with other MBP parameters than the committee's")
+            if not d.has_derivatives:
+                raise ValueError("forces need descriptors with derivatives")
+        n = np.array([d.n_atoms for d in descs])
+        start = np.concatenate([[0], np.cumsum(n)])
+        G = np.concatenate([d.G for d in descs])
+        sp = np.concatenate([d.species_index for d in descs])
+        E, dE = self._stack.atomic(G, sp)
+        out = []
+        for s, d in enumerate(descs):
+            a, b = start[s], start[s + 1]
+            F = _forces_from_dE(dE[:, a:b], d.dG_pairs, d.dG_values, d.n_atoms)
+            out.append(self._summary(E[:, a:b].sum(axis=1), F))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+def _atomic_write_bytes(path: Path, data: bytes):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(model: NetworkPotential, out_dir) -> Path:
+    """Write ``model.npz`` then ``model.json`` atomically into ``out_dir``; returns the npz path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = model.arrays()
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name], "<f8").tobytes())
+    meta = dict(model.metadata)
+    meta["weights_sha256"] = h.hexdigest()
+    text = json.dumps(meta, indent=1, allow_nan=False)
+    buf = io.BytesIO()
+    np.savez(buf, metadata=np.array(text), **arrays)
+    _atomic_write_bytes(out_dir / MODEL_NPZ, buf.getvalue())
+    _atomic_write_bytes(out_dir / MODEL_JSON, (text + "\n").encode())
+    model.metadata = meta
+    return out_dir / MODEL_NPZ
+
+
+@dataclass
+class _Data:
+    """Training/validation structures concatenated (numpy) with per-structure ranges."""
+
+    n_structures: int
+    G: np.ndarray
+    species: np.ndarray
+    forces: np.ndarray
+    pair_i: np.ndarray        # global atom indices
+    pair_k: np.ndarray
+    dG: np.ndarray
+    energy: np.ndarray
+    n_atoms: np.ndarray
+    atom_start: np.ndarray    # (S+1,)
+    pair_start: np.ndarray    # (S+1,)
+    counts: np.ndarray        # (S, n_species)
+
+
+def _pack(records, params: MBPParameters) -> _Data | None:
+    if not records:
+        return None
+    G, sp, F, pi, pk, dG, E, n, npairs = [], [], [], [], [], [], [], [], []
+    offset = 0
+    S = params.n_species
+    counts = np.zeros((len(records), S))
+    keys = set()
+    for r, rec in enumerate(records):
+        key = rec["key"]
+        if key in keys:
+            raise ValueError(f"duplicate record key {key!r}")
+        keys.add(key)
+        g = np.asarray(rec["G"], np.float64)
+        if g.ndim != 2 or g.shape[1] != params.g_size:
+            raise ValueError(f"record {key!r}: G has shape {g.shape}, the descriptor set gives g_size "
+                             f"{params.g_size}")
+        species = params.species_indices(rec["symbols"])
+        if not np.array_equal(species, np.asarray(rec["species_index"])):
+            raise ValueError(f"record {key!r}: species_index does not match its symbols in the species "
+                             f"order {list(params.species)}")
+        nat = g.shape[0]
+        pairs = np.asarray(rec["dG_pairs"], np.int64)
+        G.append(g)
+        sp.append(species)
+        F.append(np.asarray(rec["forces_ev_per_ang"], np.float64).reshape(nat, 3))
+        pi.append(pairs[:, 0] + offset)
+        pk.append(pairs[:, 1] + offset)
+        dG.append(np.asarray(rec["dG_values"], np.float64))
+        E.append(float(rec["energy_ev"]))
+        n.append(nat)
+        npairs.append(pairs.shape[0])
+        counts[r] = np.bincount(species, minlength=S)
+        offset += nat
+    n = np.array(n, np.int64)
+    npairs = np.array(npairs, np.int64)
+    return _Data(len(records), np.concatenate(G), np.concatenate(sp).astype(np.int64), np.concatenate(F),
+                 np.concatenate(pi), np.concatenate(pk), np.concatenate(dG), np.array(E), n,
+                 np.concatenate([[0], np.cumsum(n)]), np.concatenate([[0], np.cumsum(npairs)]), counts)
+
+
+def _batch_indices(data: _Data, structs: np.ndarray):
+    """Atom/pair gather indices and batch-local pair/segment indices for structures ``structs``."""
+    a0, a1 = data.atom_start[structs], data.atom_start[structs + 1]
+    p0, p1 = data.pair_start[structs], data.pair_start[structs + 1]
+    nat = a1 - a0
+    npair = p1 - p0
+    atom_idx = np.concatenate([np.arange(a, b) for a, b in zip(a0, a1)])
+    pair_idx = np.concatenate([np.arange(a, b) for a, b in zip(p0, p1)])
+    local_start = np.concatenate([[0], np.cumsum(nat)[:-1]])
+    shift = np.repeat(local_start - a0, npair)
+    pair_i = data.pair_i[pair_idx] + shift
+    pair_k = data.pair_k[pair_idx] + shift
+    seg = np.repeat(np.arange(structs.size), nat)
+    return atom_idx, pair_idx, pair_i, pair_k, seg
+
+
+def _normalisation(data: _Data, S: int, g: int, settings: TrainSettings):
+    mean = np.zeros((S, g))
+    std = np.ones((S, g))
+    if not settings.standardize:
+        return mean, std
+    for s in range(S):
+        Gs = data.G[data.species == s]
+        if Gs.shape[0] == 0:
+            continue
+        mean[s] = Gs.mean(axis=0)
+        sd = Gs.std(axis=0)
+        floor = max(settings.std_floor * sd.max(), 1e-12)
+        std[s] = np.maximum(sd, floor)
+    return mean, std
+
+
+def _energy_offsets(data: _Data, S: int, settings: TrainSettings):
+    if not settings.fit_offsets:
+        return np.zeros(S)
+    present = data.counts.sum(axis=0) > 0
+    offsets = np.zeros(S)
+    sol, *_ = np.linalg.lstsq(data.counts[:, present], data.energy, rcond=None)
+    offsets[present] = sol
+    return offsets
+
+
+def _init_weights(rng, sizes, S):
+    """Glorot-uniform weights, zero biases, per species."""
+    weights = []
+    for _ in range(S):
+        layers = []
+        for i, o in zip(sizes[:-1], sizes[1:]):
+            lim = math.sqrt(6.0 / (i + o))
+            layers.append((rng.uniform(-lim, lim, size=(i, o)), np.zeros(o)))
+        weights.append(layers)
+    return weights
+
+
+def _act_tf(tf, name):
+    if name == "gaussian":
+        return lambda z: tf.exp(-z * z)
+    if name == "tanh":
+        return tf.tanh
+    if name == "softplus":
+        return tf.nn.softplus
+    if name == "silu":
+        return lambda z: z * tf.sigmoid(z)
+    raise ValueError(name)
+
+
+def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | None, params: MBPParameters,
+                settings: TrainSettings | None = None, out_dir=".", progress: Callable[[str], None] | None = None,
+                ) -> dict:
+    """Train one network potential; write ``metrics.csv``, ``model.npz`` and ``model.json`` to ``out_dir``.
+
+    ``train_records``/``val_records`` are record dicts (:mod:`kappaflow.ml.tfrecords`); ``val_records``
+    may be empty or None (the best checkpoint is then chosen by the training force RMSE).  Returns a
+    summary dict: best_epoch, best metrics, final metrics, epochs, wall_s, n_train, n_val, model_dir.
+    """
+    settings = settings or TrainSettings()
+    if not isinstance(params, MBPParameters):
+        raise TypeError("params must be MBPParameters")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = _pack(list(train_records), params)
+    if train is None:
+        raise ValueError("train_model: no training records")
+    val = _pack(list(val_records or []), params)
+    if val is not None:
+        clash = {r["key"] for r in train_records} & {r["key"] for r in val_records}
+        if clash:
+            raise ValueError(f"train_model: keys in both training and validation sets: {sorted(clash)[:5]}")
+
+    tf = _import_tf()
+    tf.keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+    f64 = tf.float64
+
+    S, g = params.n_species, params.g_size
+    net = settings.network
+    sizes = (g,) + net.hidden_layers + (1,)
+    rng = np.random.default_rng(settings.seed)
+    g_mean, g_std = _normalisation(train, S, g, settings)
+    offsets = _energy_offsets(train, S, settings)
+    force_rms = float(np.sqrt(np.mean(train.forces ** 2)))
+    if force_rms > 1e-8:
+        scale = force_rms
+    else:
+        resid = (train.energy - train.counts @ offsets) / train.n_atoms
+        scale = float(resid.std()) if resid.std() > 1e-8 else 1.0
+    init = _init_weights(rng, sizes, S)
+
+    variables = [[(tf.Variable(W, dtype=f64, name=f"W{s}_{l}"), tf.Variable(b, dtype=f64, name=f"b{s}_{l}"))
+                  for l, (W, b) in enumerate(layers)] for s, layers in enumerate(init)]
+    flat_vars = [v for layers in variables for Wb in layers for v in Wb]
+    adam_m = [tf.Variable(tf.zeros_like(v)) for v in flat_vars]
+    adam_v = [tf.Variable(tf.zeros_like(v)) for v in flat_vars]
+    adam_t = tf.Variable(0.0, dtype=f64)
+    c_mean = tf.constant(g_mean, f64)
+    c_inv_std = tf.constant(1.0 / g_std, f64)
+    c_offsets = tf.constant(offsets, f64)
+    c_scale = tf.constant(scale, f64)
+    act = _act_tf(tf, net.activation)
+    n_layers = len(sizes) - 1
+    beta1, beta2, eps = settings.adam_beta1, settings.adam_beta2, settings.adam_epsilon
+    c_beta1, c_beta2 = tf.constant(beta1, f64), tf.constant(beta2, f64)
+    w_e, w_f = settings.energy_weight, settings.force_weight
+    per_atom_loss = settings.energy_loss == "per_atom"
+
+    def network(x, s):
+        h = (x - c_mean[s]) * c_inv_std[s]
+        for l, (W, b) in enumerate(variables[s]):
+            h = tf.matmul(h, W) + b
+            if l < n_layers - 1:
+                h = act(h)
+        return c_offsets[s] + c_scale * h[:, 0]
+
+    def atomic_energies(G, sp):
+        if S == 1:
+            return network(G, 0)
+        n = tf.shape(G)[0]
+        parts = tf.dynamic_partition(G, sp, S)
+        idx = tf.dynamic_partition(tf.range(n), sp, S)
+        return tf.dynamic_stitch(idx, [network(parts[s], s) for s in range(S)])
+
+    def predict(G, sp, dG, pair_i, pair_k, seg, n_struct):
+        with tf.GradientTape() as inner:
+            inner.watch(G)
+            Ei = atomic_energies(G, sp)
+            total = tf.reduce_sum(Ei)
+        dE = inner.gradient(total, G)
+        per_pair = tf.einsum("pg,pgc->pc", tf.gather(dE, pair_i), dG)
+        F = -tf.math.unsorted_segment_sum(per_pair, pair_k, tf.shape(G)[0])
+        E = tf.math.unsorted_segment_sum(Ei, seg, n_struct)
+        return E, F
+
+    sig = [tf.TensorSpec([None, g], f64), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, g, 3], f64),
+           tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
+           tf.TensorSpec([], tf.int64), tf.TensorSpec([None], f64), tf.TensorSpec([None], f64),
+           tf.TensorSpec([None, 3], f64)]
+
+    @tf.function(input_signature=sig + [tf.TensorSpec([], f64)])
+    def train_step(G, sp, dG, pair_i, pair_k, seg, n_struct, E_ref, n_at, F_ref, lr):
+        with tf.GradientTape() as tape:
+            E, F = predict(G, sp, dG, pair_i, pair_k, seg, n_struct)
+            dE = E - E_ref
+            if per_atom_loss:
+                dE = dE / n_at
+            loss = w_e * tf.reduce_mean(dE * dE) + w_f * tf.reduce_mean(tf.square(F - F_ref))
+        grads = tape.gradient(loss, flat_vars)
+        adam_t.assign_add(1.0)
+        t = adam_t
+        lr_t = lr * tf.sqrt(1.0 - tf.pow(c_beta2, t)) / (1.0 - tf.pow(c_beta1, t))
+        for v, m, s2, gr in zip(flat_vars, adam_m, adam_v, grads):
+            m.assign(beta1 * m + (1.0 - beta1) * gr)
+            s2.assign(beta2 * s2 + (1.0 - beta2) * gr * gr)
+            v.assign_sub(lr_t * m / (tf.sqrt(s2) + eps))
+        return loss
+
+    @tf.function(input_signature=sig[:7])
+    def eval_step(G, sp, dG, pair_i, pair_k, seg, n_struct):
+        return predict(G, sp, dG, pair_i, pair_k, seg, n_struct)
+
+    def tensors(data: _Data, structs):
+        atom_idx, pair_idx, pi, pk, seg = _batch_indices(data, structs)
+        return (tf.constant(data.G[atom_idx]), tf.constant(data.species[atom_idx].astype(np.int32)),
+                tf.constant(data.dG[pair_idx]), tf.constant(pi), tf.constant(pk), tf.constant(seg),
+                tf.constant(structs.size, tf.int64), tf.constant(data.energy[structs]),
+                tf.constant(data.n_atoms[structs].astype(np.float64)), tf.constant(data.forces[atom_idx]))
+
+    # Evaluation batches are fixed; keep their tensors.
+    def eval_batches(data: _Data | None, max_atoms=20000):
+        if data is None:
+            return []
+        out, cur, cur_atoms = [], [], 0
+        for s in range(data.n_structures):
+            if cur and cur_atoms + data.n_atoms[s] > max_atoms:
+                out.append(np.array(cur))
+                cur, cur_atoms = [], 0
+            cur.append(s)
+            cur_atoms += data.n_atoms[s]
+        out.append(np.array(cur))
+        return [(b, tensors(data, b)) for b in out]
+
+    train_eval = eval_batches(train)
+    val_eval = eval_batches(val)
+
+    def metrics(data, batches):
+        if data is None:
+            return None, None
+        se_e, se_f, n_f = 0.0, 0.0, 0
+        for structs, t in batches:
+            E, F = eval_step(*t[:7])
+            dE = (E.numpy() - data.energy[structs]) / data.n_atoms[structs]
+            se_e += float(np.sum(dE * dE))
+            dF = F.numpy() - t[9].numpy()
+            se_f += float(np.sum(dF * dF))
+            n_f += dF.size
+        return 1000.0 * math.sqrt(se_e / data.n_structures), 1000.0 * math.sqrt(se_f / n_f)
+
+    def current_model(meta):
+        weights = [[(W.numpy(), b.numpy()) for W, b in layers] for layers in variables]
+        return NetworkPotential(params, net, weights, g_mean, g_std, offsets, scale, meta)
+
+    base_meta = {
+        "format": MODEL_FORMAT,
+        "species": list(params.species),
+        "descriptor": params.to_dict(),
+        "architecture": {"network": net.to_dict(), "layer_sizes": list(sizes),
+                         "output": "E_i = offset[s] + energy_scale * NN_s((G_i - g_mean[s]) / g_std[s])"},
+        "normalisation": {"g_mean": g_mean.tolist(), "g_std": g_std.tolist()},
+        "energy_offsets_ev": dict(zip(params.species, offsets.tolist())),
+        "energy_scale_ev": scale,
+        "seed": settings.seed,
+        "settings": settings.to_dict(),
+        "n_train": train.n_structures,
+        "n_val": 0 if val is None else val.n_structures,
+        "train_keys": [r["key"] for r in train_records],
+        "val_keys": [r["key"] for r in (val_records or [])],
+    }
+
+    metrics_path = out_dir / METRICS_CSV
+    best = {"force": math.inf, "epoch": None, "row": None}
+    t0 = time.perf_counter()
+    select_on = "val" if val is not None else "train"
+    n_batches = -(-train.n_structures // settings.batch_size)
+    last_row = None
+    with open(metrics_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(METRICS_COLUMNS)
+        fh.flush()
+        for epoch in range(settings.epochs):
+            lr = settings.learning_rate_at(epoch)
+            lr_t = tf.constant(lr, f64)
+            order = rng.permutation(train.n_structures)
+            for b in range(n_batches):
+                structs = np.sort(order[b * settings.batch_size:(b + 1) * settings.batch_size])
+                train_step(*tensors(train, structs), lr_t)
+            last = epoch == settings.epochs - 1
+            if (epoch + 1) % settings.eval_every == 0 or last:
+                tr_e, tr_f = metrics(train, train_eval)
+                va_e, va_f = metrics(val, val_eval)
+                wall = time.perf_counter() - t0
+                row = {"epoch": epoch + 1, "train_energy_rmse_mev_per_atom": tr_e,
+                       "train_force_rmse_mev_per_ang": tr_f, "val_energy_rmse_mev_per_atom": va_e,
+                       "val_force_rmse_mev_per_ang": va_f, "learning_rate": lr, "wall_s": wall}
+                writer.writerow(["" if row[c] is None else (f"{row[c]:.10g}" if isinstance(row[c], float)
+                                                            else row[c]) for c in METRICS_COLUMNS])
+                fh.flush()
+                last_row = row
+                score = va_f if val is not None else tr_f
+                if not math.isfinite(score):
+                    raise FloatingPointError(f"training diverged at epoch {epoch + 1} (force RMSE {score})")
+                if score < best["force"]:
+                    best.update(force=score, epoch=epoch + 1, row=row)
+                    meta = dict(base_meta, best_epoch=epoch + 1, best_metrics=row, selected_on=select_on,
+                                complete=False)
+                    save_model(current_model(meta), out_dir)
+                if progress is not None and ((epoch + 1) % settings.progress_every == 0 or last):
+                    msg = (f"epoch {epoch + 1}/{settings.epochs}: train E {tr_e:.3f} meV/atom, "
+                           f"F {tr_f:.3f} meV/Å")
+                    if val is not None:
+                        msg += f"; val E {va_e:.3f} meV/atom, F {va_f:.3f} meV/Å"
+                    msg += f"; lr {lr:.2e}; best epoch {best['epoch']}; {wall:.1f} s"
+                    progress(msg)
+
+    wall = time.perf_counter() - t0
+    # Mark the best checkpoint complete (rewrites the same weights with complete=True).
+    model = NetworkPotential.load(out_dir)
+    model.metadata.update(complete=True, final_metrics=last_row, epochs_run=settings.epochs, wall_s=wall)
+    save_model(model, out_dir)
+    return {"best_epoch": best["epoch"], "best_metrics": best["row"], "final_metrics": last_row,
+            "selected_on": select_on, "epochs": settings.epochs, "wall_s": wall,
+            "n_train": train.n_structures, "n_val": 0 if val is None else val.n_structures,
+            "model_dir": str(out_dir)}

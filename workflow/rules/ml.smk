@@ -1,0 +1,295 @@
+# The ML force route (docs/ml.md): AIMD data, PANNA-style G-vectors, TFRecords, a TensorFlow committee,
+# inference on the displaced supercells, force injection, and the DFT route's own reap and bte.
+# Targets: `snakemake ml` (the model of ml.train) and `snakemake ablation` (four models vs DFT).
+from kappaflow.ml.steps import md_key, model_name, snapshot_keys
+
+MLCFG = config["ml"]
+ML = f"{R}/ml"
+
+
+checkpoint aimd_plan:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        structure=f"{R}/structure/unitcell.json",
+        template=config["supercell_template"],
+    output:
+        f"{R}/aimd/plan.json",
+    params:
+        sow=config["sow"],
+        aimd=MLCFG["aimd"],
+        engine=engine_tag(config["dft"]["pw_command"]),
+        store=f"{R}/dft",
+    log:
+        f"{R}/logs/aimd_plan.log",
+    script:
+        "../../scripts/ml_aimd_plan.py"
+
+
+def aimd_md_output(wildcards):
+    return f"{R}/dft/{md_key(checkpoints.aimd_plan.get().output[0])}/pw.out"
+
+
+checkpoint aimd_snapshots:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        plan=f"{R}/aimd/plan.json",
+        md=aimd_md_output,
+        template=config["supercell_template"],
+    output:
+        f"{R}/aimd/snapshots.json",
+    params:
+        store=f"{R}/dft",
+    log:
+        f"{R}/logs/aimd_snapshots.log",
+    script:
+        "../../scripts/ml_aimd_snapshots.py"
+
+
+def snapshot_outputs(wildcards):
+    if not MLCFG["aimd"]["enabled"]:
+        return []
+    snaps = checkpoints.aimd_snapshots.get().output[0]
+    return [snaps] + [f"{R}/dft/{key}/pw.out" for key in snapshot_keys(snaps)]
+
+
+rule dataset:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        manifest=f"{R}/sow/manifest.json",
+        disp=dft_outputs,
+        aimd=snapshot_outputs,
+    output:
+        examples=directory(f"{ML}/dataset/examples"),
+        extxyz=f"{ML}/dataset/dataset.extxyz",
+        index=f"{ML}/dataset/index.json",
+    params:
+        store=f"{R}/dft",
+        snapshots=f"{R}/aimd/snapshots.json" if MLCFG["aimd"]["enabled"] else None,
+    log:
+        f"{ML}/logs/dataset.log",
+    script:
+        "../../scripts/ml_dataset.py"
+
+
+rule gvectors:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        index=f"{ML}/dataset/index.json",
+        examples=f"{ML}/dataset/examples",
+        structure=f"{R}/structure/unitcell.json",
+    output:
+        f"{ML}/gvectors/gvectors.npz",
+    params:
+        descriptors=MLCFG["descriptors"],
+    log:
+        f"{ML}/logs/gvectors.log",
+    script:
+        "../../scripts/ml_gvectors.py"
+
+
+rule pack:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        f"{ML}/gvectors/gvectors.npz",
+    output:
+        directory(f"{ML}/tfrecords/{{data}}"),
+    params:
+        elements_per_file=MLCFG["train"]["elements_per_file"],
+    wildcard_constraints:
+        data="disp|disp_aimd",
+    log:
+        f"{ML}/logs/pack_{{data}}.log",
+    script:
+        "../../scripts/ml_pack.py"
+
+
+MAIN_MODEL = model_name(MLCFG["train"]["data"], MLCFG["train"]["validation_fraction"])
+ABLATION_MODELS = ["disp-full", "disp-val20", "disp_aimd-full", "disp_aimd-val20"]
+MEMBERS = list(range(MLCFG["train"]["committee_size"]))
+MODEL_PATTERN = "(disp|disp_aimd)-(full|val[0-9]+)"
+
+
+def pack_of(wildcards):
+    return f"{ML}/tfrecords/{wildcards.model.rpartition('-')[0]}"
+
+
+rule train:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        pack=pack_of,
+        gvectors=f"{ML}/gvectors/gvectors.npz",
+    output:
+        model=f"{ML}/models/{{model}}/member{{member}}/model.npz",
+        meta=f"{ML}/models/{{model}}/member{{member}}/model.json",
+        metrics=f"{ML}/models/{{model}}/member{{member}}/metrics.csv",
+    params:
+        train={k: v for k, v in MLCFG["train"].items() if k not in ("data", "validation_fraction")},
+        out_dir=lambda wc: f"{ML}/models/{wc.model}/member{wc.member}",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+        member="[0-9]+",
+    threads: 2
+    resources:
+        ml_train=1,
+    log:
+        f"{ML}/logs/train_{{model}}_{{member}}.log",
+    script:
+        "../../scripts/ml_train.py"
+
+
+rule infer:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        models=expand(f"{ML}/models/{{{{model}}}}/member{{member}}/model.npz", member=MEMBERS),
+        manifest=f"{R}/sow/manifest.json",
+        gvectors=f"{ML}/gvectors/gvectors.npz",
+        disp=dft_outputs,
+    output:
+        forces=f"{ML}/{{model}}/infer/forces.dat",
+        sigma=f"{ML}/{{model}}/infer/sigma.dat",
+        timing=f"{ML}/{{model}}/infer/timing.json",
+    params:
+        store=f"{R}/dft",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    log:
+        f"{ML}/logs/infer_{{model}}.log",
+    script:
+        "../../scripts/ml_infer.py"
+
+
+rule inject:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        forces=f"{ML}/{{model}}/infer/forces.dat",
+        manifest=f"{R}/sow/manifest.json",
+    output:
+        directory(f"{ML}/{{model}}/store"),
+    params:
+        store=f"{R}/dft",
+        mode=MLCFG["inject"]["mode"],
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    log:
+        f"{ML}/logs/inject_{{model}}.log",
+    script:
+        "../../scripts/ml_inject.py"
+
+
+rule reap_ml:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        manifest=f"{R}/sow/manifest.json",
+        disp=f"{R}/sow/phono3py_disp.yaml",
+        store=f"{ML}/{{model}}/store",
+    output:
+        fc2=f"{ML}/{{model}}/fc/fc2.hdf5",
+        fc3=f"{ML}/{{model}}/fc/fc3.hdf5",
+        fc2_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_2ND",
+        fc3_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_3RD",
+    params:
+        reap=config["reap"],
+        store=lambda wc: f"{ML}/{wc.model}/store",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    log:
+        f"{ML}/logs/reap_{{model}}.log",
+    script:
+        "../../scripts/reap.py"
+
+
+rule bte_ml:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        disp=f"{R}/sow/phono3py_disp.yaml",
+        fc2=f"{ML}/{{model}}/fc/fc2.hdf5",
+        fc3=f"{ML}/{{model}}/fc/fc3.hdf5",
+        fc2_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_2ND",
+        fc3_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_3RD",
+    output:
+        kappa=f"{ML}/{{model}}/bte/kappa.csv",
+    params:
+        bte=config["bte"],
+        workdir=lambda wc: f"{ML}/{wc.model}/bte/shengbte",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    threads: 2
+    log:
+        f"{ML}/logs/bte_{{model}}.log",
+    script:
+        "../../scripts/bte.py"
+
+
+rule ml_report:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        dft_kappa=f"{R}/bte/kappa.csv",
+        ml_kappa=f"{ML}/{{model}}/bte/kappa.csv",
+        forces=f"{ML}/{{model}}/infer/forces.dat",
+        sigma=f"{ML}/{{model}}/infer/sigma.dat",
+        timing=f"{ML}/{{model}}/infer/timing.json",
+        metrics=expand(f"{ML}/models/{{{{model}}}}/member{{member}}/metrics.csv", member=MEMBERS),
+        cost=f"{R}/dft/cost.csv",
+    output:
+        kappa=report(f"{ML}/{{model}}/report/kappa_ml_vs_dft.png", category="ML route",
+                     caption="../report/ml_kappa.rst"),
+        parity=report(f"{ML}/{{model}}/report/force_parity.png", category="ML route",
+                      caption="../report/ml_parity.rst"),
+        training=report(f"{ML}/{{model}}/report/training_curves.png", category="ML route",
+                        caption="../report/ml_training.rst"),
+        committee=report(f"{ML}/{{model}}/report/committee_disagreement.png", category="ML route",
+                         caption="../report/ml_committee.rst"),
+        timing=report(f"{ML}/{{model}}/report/timing_dft_vs_ml.csv", category="ML route",
+                      caption="../report/ml_timing.rst"),
+        summary=f"{ML}/{{model}}/report/summary.json",
+    params:
+        title=config.get("description", config["name"]),
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    log:
+        f"{ML}/logs/ml_report_{{model}}.log",
+    script:
+        "../../scripts/ml_report.py"
+
+
+rule ablation_report:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        dft_kappa=f"{R}/bte/kappa.csv",
+        models=expand(f"{ML}/{{model}}/bte/kappa.csv", model=ABLATION_MODELS),
+    output:
+        figure=report(f"{ML}/ablation/kappa_ablation.png", category="ML route",
+                      caption="../report/ml_ablation.rst"),
+        table=report(f"{ML}/ablation/kappa_ablation.csv", category="ML route",
+                     caption="../report/ml_ablation.rst"),
+    params:
+        models=ABLATION_MODELS,
+    log:
+        f"{ML}/logs/ablation.log",
+    script:
+        "../../scripts/ml_ablation.py"
+
+
+rule ml:
+    input:
+        f"{ML}/{MAIN_MODEL}/report/summary.json",
+        f"{ML}/{MAIN_MODEL}/report/kappa_ml_vs_dft.png",
+        f"{ML}/dataset/dataset.extxyz",
+
+
+rule ablation:
+    input:
+        f"{ML}/ablation/kappa_ablation.png",
+        expand(f"{ML}/{{model}}/report/summary.json", model=ABLATION_MODELS),
