@@ -255,8 +255,8 @@ def test_strict_errors_name_the_supercell_and_write_nothing(tmp_path, case, mess
 
 
 def test_hybrid_accepts_a_mock_pw_output(tmp_path, caplog):
-    """kappaflow-mock-pw's header does not print the structure: the DFT output is still validated by
-    the strict parser and kept, with a warning that the structure was not compared."""
+    """kappaflow-mock-pw's header prints the structure like pw.x: the DFT output is validated by the
+    strict parser, its structure compared with the input (no warning), and kept byte for byte."""
     import contextlib
     import io
 
@@ -271,5 +271,5 @@ def test_hybrid_accepts_a_mock_pw_output(tmp_path, caplog):
     ml = {key: random_forces(8, seed=i) for i, key in enumerate(keys)}
     with caplog.at_level("WARNING"):
         sources = inject.inject_set(keys, store, ml, tmp_path / "out")
-    assert sources[keys[0]] == "dft" and "does not print the structure" in caplog.text
+    assert sources[keys[0]] == "dft" and "does not print the structure" not in caplog.text
     assert (tmp_path / "out" / keys[0] / "pw.out").read_text() == buffer.getvalue()

@@ -240,9 +240,10 @@ def test_examples_from_store(tmp_path):
     assert ex == dataset.example_from_pwout(ALAS_OUT, KEY, pw_input=ALAS_IN)
 
 
-def test_mock_pw_output_needs_its_input(tmp_path):
-    """kappaflow-mock-pw prints no structure in its header: the input supplies it, without one the
-    example is refused rather than guessed."""
+def test_mock_pw_output_carries_its_structure(tmp_path):
+    """kappaflow-mock-pw prints the starting structure in its header like pw.x (celldm(1), crystal axes,
+    site positions in alat units, 7 decimals): with the input the example takes full precision,
+    without it the header's print precision."""
     import contextlib
     import io
 
@@ -257,5 +258,7 @@ def test_mock_pw_output_needs_its_input(tmp_path):
     _, pos, forces = arrays(ex)
     np.testing.assert_allclose(pos, ase.io.read(ALAS_IN, format="espresso-in").positions, rtol=0, atol=1e-13)
     assert forces.shape == (8, 3) and ex["energy"][1] == "eV"
-    with pytest.raises(InputFileError, match="the header lacks celldm"):
-        dataset.example_from_pwout(out, KEY)
+    _, pos_header, forces_header = arrays(dataset.example_from_pwout(out, KEY))
+    alat = float(np.linalg.norm(ase.io.read(ALAS_IN, format="espresso-in").cell[0]))  # any length scale
+    np.testing.assert_allclose(pos_header, pos, rtol=0, atol=alat * 1e-6)  # 7 decimals of alat
+    np.testing.assert_array_equal(forces_header, forces)

@@ -267,16 +267,16 @@ def parse_model_name(name: str) -> tuple[str, float]:
 
 
 def train_settings(train_cfg: dict, validation_fraction: float, seed: int):
-    from kappaflow.ml.model import TrainSettings
+    from kappaflow.ml.model import NetworkSettings, TrainSettings
 
-    fields = {"hidden_layers": tuple(train_cfg["hidden_layers"]), "activation": train_cfg["activation"],
-              "epochs": train_cfg["epochs"], "batch_size": train_cfg["batch_size"],
+    network = NetworkSettings(hidden_layers=tuple(train_cfg["hidden_layers"]), activation=train_cfg["activation"])
+    fields = {"epochs": train_cfg["epochs"], "batch_size": train_cfg["batch_size"],
               "learning_rate": train_cfg["learning_rate"], "force_weight": train_cfg["force_weight"],
-              "validation_fraction": validation_fraction, "seed": seed}
+              "validation_fraction": validation_fraction, "seed": seed, "network": network}
     fields.update(train_cfg.get("extra") or {})
     try:
         return TrainSettings(**fields)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise KappaflowError(f"ml.train: {exc}") from None
 
 

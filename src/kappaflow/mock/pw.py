@@ -93,13 +93,28 @@ class PwWriter:
         self.w()
         self.w(f"     calculation               = {calculation}")
         self.w()
+        self.w(f"     celldm(1)={self.alat_bohr:11.6f}  celldm(2)={0:11.6f}  celldm(3)={0:11.6f}")
+        self.w(f"     celldm(4)={0:11.6f}  celldm(5)={0:11.6f}  celldm(6)={0:11.6f}")
+        self.w()
         self.cell_block()
+        self.site_block()
 
     def cell_block(self) -> None:
         cell_alat = np.asarray(self.pw.atoms.cell) / (self.alat_bohr * units.BOHR_ANG)
         self.w("     crystal axes: (cart. coord. in units of alat)")
         for i, v in enumerate(cell_alat, start=1):
             self.w(f"               a({i}) = ( {v[0]:10.6f} {v[1]:10.6f} {v[2]:10.6f} )  ")
+        self.w()
+
+    def site_block(self) -> None:
+        """pw.x's starting positions in units of alat (what ASE's and kappaflow's readers take)."""
+        tau = np.asarray(self.pw.atoms.positions) / (self.alat_bohr * units.BOHR_ANG)
+        labels = [str(s) for s in self.pw.atoms.arrays.get("qe_labels", self.pw.atoms.get_chemical_symbols())]
+        self.w("   Cartesian axes")
+        self.w()
+        self.w("     site n.     atom                  positions (alat units)")
+        for i, (lab, t) in enumerate(zip(labels, tau), start=1):
+            self.w(f"     {i:5d}           {lab:<3s} tau({i:4d}) = ( {t[0]:11.7f} {t[1]:11.7f} {t[2]:11.7f}  )")
         self.w()
 
     def scf(self, energy_ev: float) -> None:
