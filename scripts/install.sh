@@ -11,5 +11,5 @@ if ! command -v pw.x >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq quantum-espresso >/dev/null
 fi
 echo "[install] pip: kappaflow and its dependencies"
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
-python3 -c "import kappaflow, phono3py, spglib, snakemake; print('[install] kappaflow', kappaflow.__version__, '| phono3py', phono3py.__version__)"
+python3 -m pip install -q --disable-pip-version-check -e ".[test,ml]"
+TF_CPP_MIN_LOG_LEVEL=3 python3 -c "import kappaflow, phono3py, spglib, snakemake, tensorflow; print('[install] kappaflow', kappaflow.__version__, '| phono3py', phono3py.__version__, '| tensorflow', tensorflow.__version__)"

@@ -6,10 +6,17 @@ One feed-forward network per species maps the mBP G-vector of an atom (:mod:`kap
 to an atomic energy; the structure energy is their sum and forces are its negative gradient through
 the descriptor derivatives::
 
-    x_i   = (G_i - mean_s) / std_s                          (per-species standardisation, training data)
+    x_i   = (G_i - mean_s) / std_s                          (identity unless ``standardize=True``)
     E_i   = offset_s + scale * NN_s(x_i)                    (NN_s: g -> hidden_layers -> 1, linear output)
     E     = sum_i E_i
     F_k   = -sum_{(i,k) pairs} sum_g dE/dG_ig dG_ig/dR_k    (stored sparse dG/dR, :class:`Descriptors`)
+
+Per-species standardisation of G (mean/std over the training atoms) is available but off by default:
+with mBP sets like the Si/GeS2 ones many components are Gaussian tails (1e-40 ... 1e-5) whose relative
+variation is huge, and standardising blows them up into O(1) inputs that are exponentially sensitive
+to distances.  On Stillinger–Weber Si (40 displaced + 50 MD cells) it made the force constants 10-100x
+worse than raw G (fc2 20 % vs 2 % off, fc3 250 % vs 25 %), and on displaced cells only (std ~1e-3)
+training did not converge at all.
 
 The thesis network (seed thesis §5.3) has an input layer of 128 nodes (= g_size of its GeS2
 descriptors), hidden layers of 64 and 32 nodes and one output: ``hidden_layers=(64, 32)``.  The thesis
@@ -77,7 +84,7 @@ import numpy as np
 from kappaflow.ml.gvectors import Descriptors, MBPParameters
 
 __all__ = ["ACTIVATIONS", "NetworkSettings", "TrainSettings", "split_keys", "split_records",
-           "train_model", "NetworkPotential", "Committee", "MODEL_FORMAT"]
+           "train_model", "evaluate_records", "save_model", "NetworkPotential", "Committee", "MODEL_FORMAT"]
 
 #: activations (all smooth): PANNA's gaussian exp(-x²), tanh, softplus log(1+e^x), silu x·sigmoid(x)
 ACTIVATIONS = ("gaussian", "tanh", "softplus", "silu")
@@ -139,8 +146,9 @@ class TrainSettings:
         (``learning_rate_final=None``: constant).
     energy_loss: ``"per_atom"`` (ΔE/n_atoms) or ``"total"`` (ΔE).
     validation_fraction: used by :func:`split_keys` / :func:`split_records` (0 = train on 100 %).
-    standardize: per-species standardisation of G (mean/std of the training atoms); feature
-        stds below ``std_floor`` times the largest std of the species are raised to it.
+    standardize: per-species standardisation of G (mean/std of the training atoms; off by default,
+        see the module docstring); feature stds below ``std_floor`` times the largest std of the
+        species are raised to it.
     fit_offsets: per-species energy offsets from a least-squares fit on composition (else 0).
     eval_every: evaluate (and maybe checkpoint) every this many epochs (and at the last).
     progress_every: call ``progress`` every this many epochs.
@@ -156,7 +164,7 @@ class TrainSettings:
     energy_loss: str = "per_atom"
     validation_fraction: float = 0.0
     seed: int = 0
-    standardize: bool = True
+    standardize: bool = False
     std_floor: float = 1e-3
     fit_offsets: bool = True
     eval_every: int = 1
@@ -270,17 +278,15 @@ def _act_np(name, z):
 
 
 def _mlp_np(x, layers, activation, need_grad=True):
-    """Batched over a leading member axis: x (n, g) or (M, n, g); layers [(W (M, i, o), b (M, o))].
+    """Batched over a leading member axis: x (M, n, g); layers [(W (M, i, o), b (M, o), W^T (M, o, i))].
 
     Returns out (M, n) and d out/dx (M, n, g) (None unless need_grad)."""
     h = x
     cache = []
     n_layers = len(layers)
-    for l, (W, b) in enumerate(layers):
-        if h.ndim == 2:
-            z = np.einsum("ni,mio->mno", h, W) + b[:, None, :]
-        else:
-            z = np.matmul(h, W) + b[:, None, :]
+    for l, (W, b, _) in enumerate(layers):
+        z = np.matmul(h, W)
+        z += b[:, None, :]
         if l < n_layers - 1:
             h, dh = _act_np(activation, z)
             cache.append(dh)
@@ -290,11 +296,11 @@ def _mlp_np(x, layers, activation, need_grad=True):
     if not need_grad:
         return out, None
     # backward: d out / d h_last = W_L[:, :, 0]
-    grad = np.broadcast_to(layers[-1][0][:, None, :, 0], cache[-1].shape if cache else x.shape)
+    grad = cache[-1] * layers[-1][0][:, None, :, 0]
     for l in range(n_layers - 2, -1, -1):
-        gz = grad * cache[l]                                   # (M, n, o)
-        W = layers[l][0]                                       # (M, i, o)
-        grad = np.matmul(gz, np.swapaxes(W, 1, 2))            # (M, n, i)
+        if l < n_layers - 2:
+            grad *= cache[l]
+        grad = np.matmul(grad, layers[l][2])                   # (M, n, i)
     return out, grad
 
 
@@ -310,8 +316,9 @@ class _StackedNetworks:
         for s in range(len(self.species)):
             per_layer = []
             for l in range(len(first.weights[s])):
-                per_layer.append((np.stack([m.weights[s][l][0] for m in models]),
-                                  np.stack([m.weights[s][l][1] for m in models])))
+                W = np.stack([m.weights[s][l][0] for m in models])
+                per_layer.append((W, np.stack([m.weights[s][l][1] for m in models]),
+                                  np.ascontiguousarray(np.swapaxes(W, 1, 2))))
             self.layers.append(per_layer)
         self.g_mean = np.stack([m.g_mean for m in models])      # (M, S, g)
         self.g_inv_std = 1.0 / np.stack([m.g_std for m in models])
@@ -328,11 +335,16 @@ class _StackedNetworks:
             idx = np.flatnonzero(species_index == s)
             if idx.size == 0:
                 continue
-            x = (G[idx][None, :, :] - self.g_mean[:, s, None, :]) * self.g_inv_std[:, s, None, :]
+            x = G[idx][None, :, :] - self.g_mean[:, s, None, :]
+            x *= self.g_inv_std[:, s, None, :]
             out, dout = _mlp_np(x, self.layers[s], self.activation, need_grad)
             E[:, idx] = self.offsets[:, s, None] + self.scale[:, None] * out
             if need_grad:
-                dE[:, idx] = dout * (self.scale[:, None, None] * self.g_inv_std[:, s, None, :])
+                dout *= self.scale[:, None, None] * self.g_inv_std[:, s, None, :]
+                if idx.size == n:
+                    dE = dout
+                else:
+                    dE[:, idx] = dout
         return E, dE
 
 
@@ -473,10 +485,13 @@ class Committee:
 
     @staticmethod
     def _summary(E_members, F_members) -> dict:
-        return {"energy_ev": float(E_members.mean()),
-                "energy_std_ev": float(E_members.std()),
-                "forces_ev_per_ang": F_members.mean(axis=0),
-                "forces_std_ev_per_ang": F_members.std(axis=0),
+        # Spread computed from differences to the first member: exactly zero for identical members.
+        dE = E_members - E_members[0]
+        dF = F_members - F_members[0]
+        return {"energy_ev": float(E_members[0] + dE.mean()),
+                "energy_std_ev": float(dE.std()),
+                "forces_ev_per_ang": F_members[0] + dF.mean(axis=0),
+                "forces_std_ev_per_ang": dF.std(axis=0),
                 "members_energy_ev": E_members,
                 "members_forces": F_members}
 
@@ -492,13 +507,15 @@ class Committee:
         F = _forces_from_dE(dE, desc.dG_pairs, desc.dG_values, desc.n_atoms)
         return self._summary(E.sum(axis=1), F)
 
-    def predict_many(self, items: Sequence, batch_atoms: int = 20000) -> list[dict]:
+    def predict_many(self, items: Sequence, batch_atoms: int = 4000) -> list[dict]:
         """Predictions (as :meth:`predict`) for many structures.
 
         ``items`` are all :class:`Descriptors` (with derivatives; evaluated with numpy, all structures
         in one network pass) or all ``ase.Atoms`` (descriptors and forces computed on the fly in
-        TensorFlow, :mod:`kappaflow.ml.ontheflytf`, in batches of about ``batch_atoms`` atoms) — the
-        fast route when descriptors are not already at hand.
+        TensorFlow, :mod:`kappaflow.ml.ontheflytf`, in batches of about ``batch_atoms`` atoms).  The
+        ``ase.Atoms`` route is the fast one: it never builds the stored dG/dR, whose computation
+        dominates the Descriptors route (212 GeS2 cells of 54 atoms: ~3 s for the derivatives alone,
+        against ~1 s in total on the fly for a 5-member committee on 2 cores).
         """
         items = list(items)
         if not items:
@@ -581,6 +598,7 @@ class _Data:
     dG: np.ndarray
     energy: np.ndarray
     n_atoms: np.ndarray
+    weight: np.ndarray        # (S,) loss weight per structure
     atom_start: np.ndarray    # (S+1,)
     pair_start: np.ndarray    # (S+1,)
     counts: np.ndarray        # (S, n_species)
@@ -589,7 +607,7 @@ class _Data:
 def _pack(records, params: MBPParameters) -> _Data | None:
     if not records:
         return None
-    G, sp, F, pi, pk, dG, E, n, npairs = [], [], [], [], [], [], [], [], []
+    G, sp, F, pi, pk, dG, E, n, npairs, wts = [], [], [], [], [], [], [], [], [], []
     offset = 0
     S = params.n_species
     counts = np.zeros((len(records), S))
@@ -616,6 +634,10 @@ def _pack(records, params: MBPParameters) -> _Data | None:
         pk.append(pairs[:, 1] + offset)
         dG.append(np.asarray(rec["dG_values"], np.float64))
         E.append(float(rec["energy_ev"]))
+        w = float(rec.get("loss_weight", 1.0))
+        if not (w >= 0 and math.isfinite(w)):
+            raise ValueError(f"record {key!r}: loss_weight must be finite and >= 0, got {w!r}")
+        wts.append(w)
         n.append(nat)
         npairs.append(pairs.shape[0])
         counts[r] = np.bincount(species, minlength=S)
@@ -623,20 +645,22 @@ def _pack(records, params: MBPParameters) -> _Data | None:
     n = np.array(n, np.int64)
     npairs = np.array(npairs, np.int64)
     return _Data(len(records), np.concatenate(G), np.concatenate(sp).astype(np.int64), np.concatenate(F),
-                 np.concatenate(pi), np.concatenate(pk), np.concatenate(dG), np.array(E), n,
+                 np.concatenate(pi), np.concatenate(pk), np.concatenate(dG), np.array(E), n, np.array(wts),
                  np.concatenate([[0], np.cumsum(n)]), np.concatenate([[0], np.cumsum(npairs)]), counts)
 
 
 def _batch_indices(data: _Data, structs: np.ndarray):
     """Atom/pair gather indices and batch-local pair/segment indices for structures ``structs``."""
-    a0, a1 = data.atom_start[structs], data.atom_start[structs + 1]
-    p0, p1 = data.pair_start[structs], data.pair_start[structs + 1]
-    nat = a1 - a0
-    npair = p1 - p0
-    atom_idx = np.concatenate([np.arange(a, b) for a, b in zip(a0, a1)])
-    pair_idx = np.concatenate([np.arange(a, b) for a, b in zip(p0, p1)])
-    local_start = np.concatenate([[0], np.cumsum(nat)[:-1]])
-    shift = np.repeat(local_start - a0, npair)
+    structs = np.asarray(structs, np.int64)
+    a0 = data.atom_start[structs]
+    nat = data.n_atoms[structs]
+    p0 = data.pair_start[structs]
+    npair = data.pair_start[structs + 1] - p0
+    local_atom = np.cumsum(nat) - nat
+    local_pair = np.cumsum(npair) - npair
+    atom_idx = np.repeat(a0 - local_atom, nat) + np.arange(nat.sum())
+    pair_idx = np.repeat(p0 - local_pair, npair) + np.arange(npair.sum())
+    shift = np.repeat(local_atom - a0, npair)
     pair_i = data.pair_i[pair_idx] + shift
     pair_k = data.pair_k[pair_idx] + shift
     seg = np.repeat(np.arange(structs.size), nat)
@@ -693,24 +717,151 @@ def _act_tf(tf, name):
     raise ValueError(name)
 
 
+class _TFNetwork:
+    """The per-species networks as float64 TensorFlow variables, and the force/energy graph used both
+    by the training loop and by :func:`evaluate_records`."""
+
+    def __init__(self, tf, params: MBPParameters, network: NetworkSettings, weights, g_mean, g_std,
+                 offsets, scale):
+        f64 = tf.float64
+        self.tf = tf
+        self.params = params
+        self.network = network
+        self.S = params.n_species
+        self.g = params.g_size
+        self.variables = [[(tf.Variable(W, dtype=f64), tf.Variable(b, dtype=f64)) for W, b in layers]
+                          for layers in weights]
+        self.flat_variables = [v for layers in self.variables for Wb in layers for v in Wb]
+        self.g_mean = tf.constant(g_mean, f64)
+        self.g_inv_std = tf.constant(1.0 / np.asarray(g_std), f64)
+        self.offsets = tf.constant(offsets, f64)
+        self.scale = tf.constant(scale, f64)
+        self.act = _act_tf(tf, network.activation)
+        self.n_layers = len(network.hidden_layers) + 1
+        i64 = tf.int64
+        self.signature = [tf.TensorSpec([None, self.g], f64), tf.TensorSpec([None], tf.int32),
+                          tf.TensorSpec([None, self.g, 3], f64), tf.TensorSpec([None], i64),
+                          tf.TensorSpec([None], i64), tf.TensorSpec([None], i64), tf.TensorSpec([], i64)]
+        self.evaluate = tf.function(self.predict, input_signature=self.signature, autograph=False)
+
+    def weights_numpy(self):
+        return [[(W.numpy(), b.numpy()) for W, b in layers] for layers in self.variables]
+
+    def _network(self, x, s):
+        tf = self.tf
+        h = (x - self.g_mean[s]) * self.g_inv_std[s]
+        for l, (W, b) in enumerate(self.variables[s]):
+            h = tf.matmul(h, W) + b
+            if l < self.n_layers - 1:
+                h = self.act(h)
+        return self.offsets[s] + self.scale * h[:, 0]
+
+    def atomic_energies(self, G, species):
+        tf = self.tf
+        if self.S == 1:
+            return self._network(G, 0)
+        parts = tf.dynamic_partition(G, species, self.S)
+        idx = tf.dynamic_partition(tf.range(tf.shape(G)[0]), species, self.S)
+        return tf.dynamic_stitch(idx, [self._network(parts[s], s) for s in range(self.S)])
+
+    def predict(self, G, species, dG, pair_i, pair_k, seg, n_struct):
+        """Energies (n_struct,) and forces (n_atoms, 3) of a batch of concatenated structures:
+        F_k = -sum_{pairs (i, k)} sum_g dE/dG_ig dG_values[p, g, :]."""
+        tf = self.tf
+        with tf.GradientTape() as inner:
+            inner.watch(G)
+            Ei = self.atomic_energies(G, species)
+            total = tf.reduce_sum(Ei)
+        dE = inner.gradient(total, G)
+        per_pair = tf.einsum("pg,pgc->pc", tf.gather(dE, pair_i), dG)
+        F = -tf.math.unsorted_segment_sum(per_pair, pair_k, tf.shape(G)[0])
+        E = tf.math.unsorted_segment_sum(Ei, seg, n_struct)
+        return E, F
+
+
+def _batch_tensors(tf, data: _Data, structs):
+    atom_idx, pair_idx, pi, pk, seg = _batch_indices(data, structs)
+    return (tf.constant(data.G[atom_idx]), tf.constant(data.species[atom_idx].astype(np.int32)),
+            tf.constant(data.dG[pair_idx]), tf.constant(pi), tf.constant(pk), tf.constant(seg),
+            tf.constant(structs.size, tf.int64), tf.constant(data.energy[structs]),
+            tf.constant(data.n_atoms[structs].astype(np.float64)), tf.constant(data.forces[atom_idx]),
+            tf.constant(data.weight[structs]))
+
+
+def _eval_batches(data: _Data | None, max_atoms=20000):
+    if data is None:
+        return []
+    out, cur, cur_atoms = [], [], 0
+    for s in range(data.n_structures):
+        if cur and cur_atoms + data.n_atoms[s] > max_atoms:
+            out.append(np.array(cur))
+            cur, cur_atoms = [], 0
+        cur.append(s)
+        cur_atoms += data.n_atoms[s]
+    out.append(np.array(cur))
+    return out
+
+
+def _tf_data(tf, data: _Data | None):
+    """TensorFlow copies of a packed set (G, species, dG, forces, energies, atom counts, weights); the
+    numpy dG/dR is released afterwards (it is the bulk of the memory)."""
+    if data is None:
+        return None
+    out = (tf.constant(data.G), tf.constant(data.species.astype(np.int32)), tf.constant(data.dG),
+           tf.constant(data.forces), tf.constant(data.energy), tf.constant(data.n_atoms.astype(np.float64)),
+           tf.constant(data.weight))
+    data.dG = None
+    return out
+
+
+def evaluate_records(model: NetworkPotential, records: Sequence[dict], max_atoms: int = 20000) -> dict:
+    """Energies and forces of ``model`` on record dicts through the TensorFlow graph of the training loop
+    (stored dG/dR).  Returns ``energy_ev`` (S,), ``forces_ev_per_ang`` (list of (n, 3)) and the RMSEs
+    ``energy_rmse_mev_per_atom`` and ``force_rmse_mev_per_ang`` against the records' references."""
+    tf = _import_tf()
+    data = _pack(list(records), model.params)
+    if data is None:
+        raise ValueError("evaluate_records: no records")
+    net = _TFNetwork(tf, model.params, model.network, model.weights, model.g_mean, model.g_std,
+                     model.energy_offsets, model.energy_scale)
+    E = np.empty(data.n_structures)
+    F = np.empty_like(data.forces)
+    for structs in _eval_batches(data, max_atoms):
+        t = _batch_tensors(tf, data, structs)
+        e, f = net.evaluate(*t[:7])
+        E[structs] = e.numpy()
+        atom_idx = np.concatenate([np.arange(data.atom_start[s], data.atom_start[s + 1]) for s in structs])
+        F[atom_idx] = f.numpy()
+    forces = [F[data.atom_start[s]:data.atom_start[s + 1]] for s in range(data.n_structures)]
+    dE = (E - data.energy) / data.n_atoms
+    return {"energy_ev": E, "forces_ev_per_ang": forces,
+            "energy_rmse_mev_per_atom": 1000.0 * float(np.sqrt(np.mean(dE ** 2))),
+            "force_rmse_mev_per_ang": 1000.0 * float(np.sqrt(np.mean((F - data.forces) ** 2)))}
+
+
 def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | None, params: MBPParameters,
                 settings: TrainSettings | None = None, out_dir=".", progress: Callable[[str], None] | None = None,
                 ) -> dict:
     """Train one network potential; write ``metrics.csv``, ``model.npz`` and ``model.json`` to ``out_dir``.
 
-    ``train_records``/``val_records`` are record dicts (:mod:`kappaflow.ml.tfrecords`); ``val_records``
-    may be empty or None (the best checkpoint is then chosen by the training force RMSE).  Returns a
-    summary dict: best_epoch, best metrics, final metrics, epochs, wall_s, n_train, n_val, model_dir.
+    ``train_records``/``val_records`` are record dicts (:mod:`kappaflow.ml.tfrecords`); a record may
+    carry an optional ``loss_weight`` (default 1) multiplying its energy and force terms in the loss.
+    ``val_records`` may be empty or None (the best checkpoint is then chosen by the training force
+    RMSE).  ``progress(line)`` is called every ``settings.progress_every`` epochs.  Returns a summary
+    dict: best_epoch, best_metrics, final_metrics, selected_on, epochs, wall_s, n_train, n_val,
+    model_dir.
     """
     settings = settings or TrainSettings()
     if not isinstance(params, MBPParameters):
         raise TypeError("params must be MBPParameters")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train = _pack(list(train_records), params)
+    train_records = list(train_records)
+    val_records = list(val_records or [])
+    train = _pack(train_records, params)
     if train is None:
         raise ValueError("train_model: no training records")
-    val = _pack(list(val_records or []), params)
+    val = _pack(val_records, params)
     if val is not None:
         clash = {r["key"] for r in train_records} & {r["key"] for r in val_records}
         if clash:
@@ -722,8 +873,8 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
     f64 = tf.float64
 
     S, g = params.n_species, params.g_size
-    net = settings.network
-    sizes = (g,) + net.hidden_layers + (1,)
+    net_settings = settings.network
+    sizes = (g,) + net_settings.hidden_layers + (1,)
     rng = np.random.default_rng(settings.seed)
     g_mean, g_std = _normalisation(train, S, g, settings)
     offsets = _energy_offsets(train, S, settings)
@@ -733,65 +884,48 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
     else:
         resid = (train.energy - train.counts @ offsets) / train.n_atoms
         scale = float(resid.std()) if resid.std() > 1e-8 else 1.0
-    init = _init_weights(rng, sizes, S)
-
-    variables = [[(tf.Variable(W, dtype=f64, name=f"W{s}_{l}"), tf.Variable(b, dtype=f64, name=f"b{s}_{l}"))
-                  for l, (W, b) in enumerate(layers)] for s, layers in enumerate(init)]
-    flat_vars = [v for layers in variables for Wb in layers for v in Wb]
+    net = _TFNetwork(tf, params, net_settings, _init_weights(rng, sizes, S), g_mean, g_std, offsets, scale)
+    flat_vars = net.flat_variables
     adam_m = [tf.Variable(tf.zeros_like(v)) for v in flat_vars]
     adam_v = [tf.Variable(tf.zeros_like(v)) for v in flat_vars]
     adam_t = tf.Variable(0.0, dtype=f64)
-    c_mean = tf.constant(g_mean, f64)
-    c_inv_std = tf.constant(1.0 / g_std, f64)
-    c_offsets = tf.constant(offsets, f64)
-    c_scale = tf.constant(scale, f64)
-    act = _act_tf(tf, net.activation)
-    n_layers = len(sizes) - 1
     beta1, beta2, eps = settings.adam_beta1, settings.adam_beta2, settings.adam_epsilon
     c_beta1, c_beta2 = tf.constant(beta1, f64), tf.constant(beta2, f64)
     w_e, w_f = settings.energy_weight, settings.force_weight
     per_atom_loss = settings.energy_loss == "per_atom"
 
-    def network(x, s):
-        h = (x - c_mean[s]) * c_inv_std[s]
-        for l, (W, b) in enumerate(variables[s]):
-            h = tf.matmul(h, W) + b
-            if l < n_layers - 1:
-                h = act(h)
-        return c_offsets[s] + c_scale * h[:, 0]
+    # Training and validation sets live in TensorFlow (one copy each); steps receive gather indices.
+    train_t = _tf_data(tf, train)
+    val_t = _tf_data(tf, val)
+    all_G, all_sp, all_dG, all_F, all_E, all_n, all_w = train_t
+    i64 = tf.int64
+    sig = [tf.TensorSpec([None], i64)] * 6 + [tf.TensorSpec([], i64), tf.TensorSpec([], f64)]
 
-    def atomic_energies(G, sp):
-        if S == 1:
-            return network(G, 0)
-        n = tf.shape(G)[0]
-        parts = tf.dynamic_partition(G, sp, S)
-        idx = tf.dynamic_partition(tf.range(n), sp, S)
-        return tf.dynamic_stitch(idx, [network(parts[s], s) for s in range(S)])
+    eval_sig = [tf.TensorSpec([None, g], f64), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, g, 3], f64)] \
+        + [tf.TensorSpec([None], i64)] * 5 + [tf.TensorSpec([], i64)]
 
-    def predict(G, sp, dG, pair_i, pair_k, seg, n_struct):
-        with tf.GradientTape() as inner:
-            inner.watch(G)
-            Ei = atomic_energies(G, sp)
-            total = tf.reduce_sum(Ei)
-        dE = inner.gradient(total, G)
-        per_pair = tf.einsum("pg,pgc->pc", tf.gather(dE, pair_i), dG)
-        F = -tf.math.unsorted_segment_sum(per_pair, pair_k, tf.shape(G)[0])
-        E = tf.math.unsorted_segment_sum(Ei, seg, n_struct)
-        return E, F
+    @tf.function(input_signature=eval_sig, autograph=False)
+    def eval_step(G_all, sp_all, dG_all, atom_idx, pair_idx, pair_i, pair_k, seg, n_struct):
+        return net.predict(tf.gather(G_all, atom_idx), tf.gather(sp_all, atom_idx), tf.gather(dG_all, pair_idx),
+                           pair_i, pair_k, seg, n_struct)
 
-    sig = [tf.TensorSpec([None, g], f64), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, g, 3], f64),
-           tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
-           tf.TensorSpec([], tf.int64), tf.TensorSpec([None], f64), tf.TensorSpec([None], f64),
-           tf.TensorSpec([None, 3], f64)]
-
-    @tf.function(input_signature=sig + [tf.TensorSpec([], f64)])
-    def train_step(G, sp, dG, pair_i, pair_k, seg, n_struct, E_ref, n_at, F_ref, lr):
+    @tf.function(input_signature=sig, autograph=False)
+    def train_step(atom_idx, pair_idx, pair_i, pair_k, seg, structs, n_struct, lr):
+        G = tf.gather(all_G, atom_idx)
+        sp = tf.gather(all_sp, atom_idx)
+        dG = tf.gather(all_dG, pair_idx)
+        F_ref = tf.gather(all_F, atom_idx)
+        E_ref = tf.gather(all_E, structs)
+        n_at = tf.gather(all_n, structs)
+        weight = tf.gather(all_w, structs)
         with tf.GradientTape() as tape:
-            E, F = predict(G, sp, dG, pair_i, pair_k, seg, n_struct)
+            E, F = net.predict(G, sp, dG, pair_i, pair_k, seg, n_struct)
             dE = E - E_ref
             if per_atom_loss:
                 dE = dE / n_at
-            loss = w_e * tf.reduce_mean(dE * dE) + w_f * tf.reduce_mean(tf.square(F - F_ref))
+            w_atom = tf.gather(weight, seg)[:, None]
+            loss = (w_e * tf.reduce_mean(weight * dE * dE)
+                    + w_f * tf.reduce_mean(w_atom * tf.square(F - F_ref)))
         grads = tape.gradient(loss, flat_vars)
         adam_t.assign_add(1.0)
         t = adam_t
@@ -802,58 +936,36 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
             v.assign_sub(lr_t * m / (tf.sqrt(s2) + eps))
         return loss
 
-    @tf.function(input_signature=sig[:7])
-    def eval_step(G, sp, dG, pair_i, pair_k, seg, n_struct):
-        return predict(G, sp, dG, pair_i, pair_k, seg, n_struct)
-
-    def tensors(data: _Data, structs):
-        atom_idx, pair_idx, pi, pk, seg = _batch_indices(data, structs)
-        return (tf.constant(data.G[atom_idx]), tf.constant(data.species[atom_idx].astype(np.int32)),
-                tf.constant(data.dG[pair_idx]), tf.constant(pi), tf.constant(pk), tf.constant(seg),
-                tf.constant(structs.size, tf.int64), tf.constant(data.energy[structs]),
-                tf.constant(data.n_atoms[structs].astype(np.float64)), tf.constant(data.forces[atom_idx]))
-
-    # Evaluation batches are fixed; keep their tensors.
-    def eval_batches(data: _Data | None, max_atoms=20000):
+    def eval_plan(data):
         if data is None:
             return []
-        out, cur, cur_atoms = [], [], 0
-        for s in range(data.n_structures):
-            if cur and cur_atoms + data.n_atoms[s] > max_atoms:
-                out.append(np.array(cur))
-                cur, cur_atoms = [], 0
-            cur.append(s)
-            cur_atoms += data.n_atoms[s]
-        out.append(np.array(cur))
-        return [(b, tensors(data, b)) for b in out]
+        return [(b, tuple(tf.constant(x) for x in _batch_indices(data, b)), tf.constant(b.size, i64))
+                for b in _eval_batches(data)]
 
-    train_eval = eval_batches(train)
-    val_eval = eval_batches(val)
+    train_eval = eval_plan(train)
+    val_eval = eval_plan(val)
 
-    def metrics(data, batches):
+    def metrics(data, data_t, plan):
         if data is None:
             return None, None
         se_e, se_f, n_f = 0.0, 0.0, 0
-        for structs, t in batches:
-            E, F = eval_step(*t[:7])
+        for structs, idx, n_struct in plan:
+            E, F = eval_step(data_t[0], data_t[1], data_t[2], *idx, n_struct)
             dE = (E.numpy() - data.energy[structs]) / data.n_atoms[structs]
             se_e += float(np.sum(dE * dE))
-            dF = F.numpy() - t[9].numpy()
+            dF = F.numpy() - data.forces[idx[0].numpy()]
             se_f += float(np.sum(dF * dF))
             n_f += dF.size
         return 1000.0 * math.sqrt(se_e / data.n_structures), 1000.0 * math.sqrt(se_f / n_f)
-
-    def current_model(meta):
-        weights = [[(W.numpy(), b.numpy()) for W, b in layers] for layers in variables]
-        return NetworkPotential(params, net, weights, g_mean, g_std, offsets, scale, meta)
 
     base_meta = {
         "format": MODEL_FORMAT,
         "species": list(params.species),
         "descriptor": params.to_dict(),
-        "architecture": {"network": net.to_dict(), "layer_sizes": list(sizes),
+        "architecture": {"network": net_settings.to_dict(), "layer_sizes": list(sizes),
                          "output": "E_i = offset[s] + energy_scale * NN_s((G_i - g_mean[s]) / g_std[s])"},
-        "normalisation": {"g_mean": g_mean.tolist(), "g_std": g_std.tolist()},
+        "normalisation": {"standardize": settings.standardize, "g_mean": g_mean.tolist(),
+                          "g_std": g_std.tolist()},
         "energy_offsets_ev": dict(zip(params.species, offsets.tolist())),
         "energy_scale_ev": scale,
         "seed": settings.seed,
@@ -861,8 +973,12 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
         "n_train": train.n_structures,
         "n_val": 0 if val is None else val.n_structures,
         "train_keys": [r["key"] for r in train_records],
-        "val_keys": [r["key"] for r in (val_records or [])],
+        "val_keys": [r["key"] for r in val_records],
     }
+
+    def checkpoint(meta):
+        save_model(NetworkPotential(params, net_settings, net.weights_numpy(), g_mean, g_std, offsets, scale,
+                                    meta), out_dir)
 
     metrics_path = out_dir / METRICS_CSV
     best = {"force": math.inf, "epoch": None, "row": None}
@@ -879,38 +995,38 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
             lr_t = tf.constant(lr, f64)
             order = rng.permutation(train.n_structures)
             for b in range(n_batches):
-                structs = np.sort(order[b * settings.batch_size:(b + 1) * settings.batch_size])
-                train_step(*tensors(train, structs), lr_t)
+                structs = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+                train_step(*(tf.constant(x) for x in _batch_indices(train, structs)), tf.constant(structs),
+                           tf.constant(structs.size, tf.int64), lr_t)
             last = epoch == settings.epochs - 1
-            if (epoch + 1) % settings.eval_every == 0 or last:
-                tr_e, tr_f = metrics(train, train_eval)
-                va_e, va_f = metrics(val, val_eval)
-                wall = time.perf_counter() - t0
-                row = {"epoch": epoch + 1, "train_energy_rmse_mev_per_atom": tr_e,
-                       "train_force_rmse_mev_per_ang": tr_f, "val_energy_rmse_mev_per_atom": va_e,
-                       "val_force_rmse_mev_per_ang": va_f, "learning_rate": lr, "wall_s": wall}
-                writer.writerow(["" if row[c] is None else (f"{row[c]:.10g}" if isinstance(row[c], float)
-                                                            else row[c]) for c in METRICS_COLUMNS])
-                fh.flush()
-                last_row = row
-                score = va_f if val is not None else tr_f
-                if not math.isfinite(score):
-                    raise FloatingPointError(f"training diverged at epoch {epoch + 1} (force RMSE {score})")
-                if score < best["force"]:
-                    best.update(force=score, epoch=epoch + 1, row=row)
-                    meta = dict(base_meta, best_epoch=epoch + 1, best_metrics=row, selected_on=select_on,
-                                complete=False)
-                    save_model(current_model(meta), out_dir)
-                if progress is not None and ((epoch + 1) % settings.progress_every == 0 or last):
-                    msg = (f"epoch {epoch + 1}/{settings.epochs}: train E {tr_e:.3f} meV/atom, "
-                           f"F {tr_f:.3f} meV/Å")
-                    if val is not None:
-                        msg += f"; val E {va_e:.3f} meV/atom, F {va_f:.3f} meV/Å"
-                    msg += f"; lr {lr:.2e}; best epoch {best['epoch']}; {wall:.1f} s"
-                    progress(msg)
+            if not ((epoch + 1) % settings.eval_every == 0 or last):
+                continue
+            tr_e, tr_f = metrics(train, train_t, train_eval)
+            va_e, va_f = metrics(val, val_t, val_eval)
+            wall = time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "train_energy_rmse_mev_per_atom": tr_e,
+                   "train_force_rmse_mev_per_ang": tr_f, "val_energy_rmse_mev_per_atom": va_e,
+                   "val_force_rmse_mev_per_ang": va_f, "learning_rate": lr, "wall_s": wall}
+            writer.writerow(["" if row[c] is None else (f"{row[c]:.17g}" if isinstance(row[c], float)
+                                                        else row[c]) for c in METRICS_COLUMNS])
+            fh.flush()
+            last_row = row
+            score = va_f if val is not None else tr_f
+            if not math.isfinite(score):
+                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (force RMSE {score})")
+            if score < best["force"]:
+                best.update(force=score, epoch=epoch + 1, row=row)
+                checkpoint(dict(base_meta, best_epoch=epoch + 1, best_metrics=row, selected_on=select_on,
+                                complete=False))
+            if progress is not None and ((epoch + 1) % settings.progress_every == 0 or last):
+                msg = f"epoch {epoch + 1}/{settings.epochs}: train E {tr_e:.3f} meV/atom, F {tr_f:.3f} meV/Å"
+                if val is not None:
+                    msg += f"; val E {va_e:.3f} meV/atom, F {va_f:.3f} meV/Å"
+                msg += f"; lr {lr:.2e}; best epoch {best['epoch']}; {wall:.1f} s"
+                progress(msg)
 
     wall = time.perf_counter() - t0
-    # Mark the best checkpoint complete (rewrites the same weights with complete=True).
+    # Mark the best checkpoint complete (the same weights, rewritten with complete=True).
     model = NetworkPotential.load(out_dir)
     model.metadata.update(complete=True, final_metrics=last_row, epochs_run=settings.epochs, wall_s=wall)
     save_model(model, out_dir)

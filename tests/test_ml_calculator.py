@@ -1,0 +1,97 @@
+"""ASE calculator of a network-potential committee (kappaflow.ml.calculator)."""
+
+import numpy as np
+import pytest
+from ase.calculators.fd import calculate_numerical_forces
+
+from _ml_data import GES2_WIDE, SI_SMALL, ges2_cell, si_cubic, si_primitive
+from kappaflow.ml.calculator import CommitteeCalculator
+from kappaflow.ml.model import Committee, NetworkPotential, save_model
+from test_ml_model import random_model
+
+
+@pytest.fixture(scope="module")
+def si_committee(tmp_path_factory):
+    dirs = []
+    for seed in (1, 2, 3):
+        d = tmp_path_factory.mktemp(f"m{seed}")
+        model = random_model(SI_SMALL, seed=seed)
+        model.metadata = {"format": "kappaflow-nnp-1", "descriptor": SI_SMALL.to_dict(),
+                          "architecture": {"network": model.network.to_dict()},
+                          "energy_scale_ev": model.energy_scale}
+        save_model(model, d)
+        dirs.append(d)
+    return dirs
+
+
+def test_forces_are_minus_energy_gradient(si_committee):
+    atoms = si_cubic(rattle=0.06, seed=1)
+    atoms.calc = CommitteeCalculator(Committee.load(si_committee))
+    F = atoms.get_forces()
+    F_fd = calculate_numerical_forces(atoms, eps=1e-5)
+    assert np.abs(F).max() > 1e-3
+    np.testing.assert_allclose(F, F_fd, atol=1e-6, rtol=0)
+    assert atoms.get_potential_energy() == atoms.get_potential_energy(force_consistent=True)
+    std = atoms.calc.results["forces_std"]
+    assert std.shape == (8, 3) and np.all(std > 0) and atoms.calc.results["energy_std"] > 0
+    members = atoms.calc.results["members_forces"]
+    np.testing.assert_allclose(members.mean(axis=0), F, atol=1e-13)
+    np.testing.assert_allclose(members.std(axis=0), std, atol=1e-13)
+
+
+def test_accepts_model_dirs_and_checks_params(si_committee):
+    atoms = si_primitive(seed=4)
+    calc = CommitteeCalculator([str(d) for d in si_committee])
+    atoms.calc = calc
+    e1 = atoms.get_potential_energy()
+    single = CommitteeCalculator(NetworkPotential.load(si_committee[0]))
+    assert single.get_property("energy", atoms) != e1
+    assert single.get_property("forces", atoms).shape == (2, 3)
+    with pytest.raises(ValueError, match="params"):
+        CommitteeCalculator(si_committee, params=GES2_WIDE)
+    with pytest.raises(ValueError, match="not among"):
+        calc.get_potential_energy(ges2_cell())
+
+
+def test_drives_phonopy_and_ase_md(si_committee):
+    """phonopy harmonic force constants from the calculator satisfy the acoustic sum rule and are
+    symmetric; a short NVE run conserves energy."""
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    comm = Committee.load(si_committee)
+    calc = CommitteeCalculator(comm)
+    unit = si_primitive(rattle=0.0)
+    ph = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
+                              scaled_positions=unit.get_scaled_positions()),
+                 supercell_matrix=np.eye(3, dtype=int) * 2)
+    ph.generate_displacements(distance=0.01)
+    forces = []
+    for sc in ph.supercells_with_displacements:
+        from ase import Atoms
+        a = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        forces.append(calc.get_property("forces", a))
+    ph.forces = np.array(forces)
+    ph.produce_force_constants()
+    fc = ph.force_constants
+    assert np.abs(fc).max() > 1e-3
+    np.testing.assert_allclose(fc.sum(axis=1), 0, atol=1e-8 * np.abs(fc).max() + 1e-10)
+
+    atoms = si_cubic(rattle=0.02, seed=3)
+    atoms.calc = calc
+    rng = np.random.default_rng(0)
+    atoms.set_momenta(rng.normal(0, 0.05, (8, 3)))
+    e0 = atoms.get_total_energy()
+    VelocityVerlet(atoms, 0.5 * units.fs).run(20)
+    assert abs(atoms.get_total_energy() - e0) < 1e-3 * max(1.0, abs(atoms.get_kinetic_energy()))
+
+
+def test_two_species(tmp_path):
+    model = random_model(GES2_WIDE, seed=8)
+    atoms = ges2_cell(rattle=0.04, seed=2)
+    atoms.calc = CommitteeCalculator(model)
+    F = atoms.get_forces()
+    np.testing.assert_allclose(F, calculate_numerical_forces(atoms, eps=1e-5), atol=1e-6, rtol=0)
+    assert np.all(atoms.calc.results["forces_std"] == 0)
