@@ -6,7 +6,6 @@ kappaflow.ml.gvectors, round trips through files, and seeds.
 
 import csv
 import json
-import math
 
 import numpy as np
 import pytest

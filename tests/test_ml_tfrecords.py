@@ -1,6 +1,5 @@
 """TFRecord packing of descriptors (kappaflow.ml.tfrecords): bit-exact round trips, shards, validation."""
 
-import os
 
 import numpy as np
 import pytest

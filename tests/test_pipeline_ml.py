@@ -109,3 +109,19 @@ def test_rerunning_ml_runs_no_pw_x(ml_run):
     log = ml_run / "mock_rerun.log"
     run_snakemake(ml_run, "ml", "--configfile", "ml.yaml", env={"KAPPAFLOW_MOCK_PW_LOG": str(log)})
     assert mock_invocations(log) == []
+
+
+def test_noise_machinery_places_the_ml_model_on_the_curve(ml_run):
+    """noise_ml_kappa: the committee's forces in place of noise give the ML route's kappa (up to the
+    8-decimal print rounding of the injected pw.x outputs) and the model's force RMSE."""
+    target = "results/si/noise/ml_disp_aimd-full/kappa.csv"
+    run_snakemake(ml_run, target, "--configfile", "ml.yaml")
+    via_noise = read_kappa_csv(ml_run / target).kappa_w_per_mk
+    via_route = read_kappa_csv(ml_run / "results/si/ml/disp_aimd-full/bte/kappa.csv").kappa_w_per_mk
+    np.testing.assert_allclose(via_noise, via_route, rtol=1e-3, atol=1e-9)
+    meta = json.loads((ml_run / target).with_suffix(".json").read_text())
+    table = forcesfile.read_forces(ml_run / "results/si/ml/disp_aimd-full/infer/forces.dat")
+    manifest = json.loads((ml_run / "results/si/sow/manifest.json").read_text())
+    displaced = [j["key"] for j in manifest["jobs"] if j["role"] == "fc3"]
+    diff = np.concatenate([(table[k][0] - table[k][1]).ravel() for k in displaced])
+    assert meta["force_rmse_ev_per_ang"] == pytest.approx(np.sqrt(np.mean(diff**2)), rel=1e-9)

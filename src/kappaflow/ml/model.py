@@ -75,7 +75,7 @@ import math
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -152,6 +152,11 @@ class TrainSettings:
     fit_offsets: per-species energy offsets from a least-squares fit on composition (else 0).
     eval_every: evaluate (and maybe checkpoint) every this many epochs (and at the last).
     progress_every: call ``progress`` every this many epochs.
+    reshuffle_every: draw new mini-batches (a random partition of the training structures) every
+        this many epochs; in between only the order of the batches is shuffled.  Batches are gathered
+        into contiguous tensors when drawn, which for large cells (GeS2, 54 atoms, g = 128: 70 MB of
+        dG/dR per batch of 20) costs several training steps, so values of ~10 speed training up
+        several times there; 1 redraws every epoch.
     adam_beta1, adam_beta2, adam_epsilon: Adam constants.
     """
 
@@ -169,6 +174,7 @@ class TrainSettings:
     fit_offsets: bool = True
     eval_every: int = 1
     progress_every: int = 10
+    reshuffle_every: int = 1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
@@ -177,7 +183,7 @@ class TrainSettings:
     def __post_init__(self):
         if isinstance(self.network, Mapping):
             object.__setattr__(self, "network", NetworkSettings.from_dict(self.network))
-        for name in ("epochs", "batch_size", "eval_every", "progress_every"):
+        for name in ("epochs", "batch_size", "eval_every", "progress_every", "reshuffle_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or int(v) < 1:
                 raise ValueError(f"TrainSettings.{name} must be a positive integer, got {v!r}")
@@ -894,30 +900,26 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
     w_e, w_f = settings.energy_weight, settings.force_weight
     per_atom_loss = settings.energy_loss == "per_atom"
 
-    # Training and validation sets live in TensorFlow (one copy each); steps receive gather indices.
+    # Training and validation sets live in TensorFlow.  Mini-batches are gathered into contiguous
+    # tensors when the batches are (re)drawn, every ``reshuffle_every`` epochs, instead of at every
+    # step: the gather of dG/dR costs several times the step itself for large cells.
     train_t = _tf_data(tf, train)
     val_t = _tf_data(tf, val)
-    all_G, all_sp, all_dG, all_F, all_E, all_n, all_w = train_t
     i64 = tf.int64
-    sig = [tf.TensorSpec([None], i64)] * 6 + [tf.TensorSpec([], i64), tf.TensorSpec([], f64)]
 
-    eval_sig = [tf.TensorSpec([None, g], f64), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, g, 3], f64)] \
-        + [tf.TensorSpec([None], i64)] * 5 + [tf.TensorSpec([], i64)]
+    def gather_batch(data: _Data, data_t, structs):
+        atom_idx, pair_idx, pi, pk, seg = (tf.constant(x) for x in _batch_indices(data, structs))
+        st = tf.constant(np.asarray(structs, np.int64))
+        G_all, sp_all, dG_all, F_all, E_all, n_all, w_all = data_t
+        return (tf.gather(G_all, atom_idx), tf.gather(sp_all, atom_idx), tf.gather(dG_all, pair_idx), pi, pk, seg,
+                tf.constant(len(structs), i64), tf.gather(E_all, st), tf.gather(n_all, st),
+                tf.gather(F_all, atom_idx), tf.gather(w_all, st))
 
-    @tf.function(input_signature=eval_sig, autograph=False)
-    def eval_step(G_all, sp_all, dG_all, atom_idx, pair_idx, pair_i, pair_k, seg, n_struct):
-        return net.predict(tf.gather(G_all, atom_idx), tf.gather(sp_all, atom_idx), tf.gather(dG_all, pair_idx),
-                           pair_i, pair_k, seg, n_struct)
+    sig = net.signature + [tf.TensorSpec([None], f64), tf.TensorSpec([None], f64),
+                           tf.TensorSpec([None, 3], f64), tf.TensorSpec([None], f64), tf.TensorSpec([], f64)]
 
     @tf.function(input_signature=sig, autograph=False)
-    def train_step(atom_idx, pair_idx, pair_i, pair_k, seg, structs, n_struct, lr):
-        G = tf.gather(all_G, atom_idx)
-        sp = tf.gather(all_sp, atom_idx)
-        dG = tf.gather(all_dG, pair_idx)
-        F_ref = tf.gather(all_F, atom_idx)
-        E_ref = tf.gather(all_E, structs)
-        n_at = tf.gather(all_n, structs)
-        weight = tf.gather(all_w, structs)
+    def train_step(G, sp, dG, pair_i, pair_k, seg, n_struct, E_ref, n_at, F_ref, weight, lr):
         with tf.GradientTape() as tape:
             E, F = net.predict(G, sp, dG, pair_i, pair_k, seg, n_struct)
             dE = E - E_ref
@@ -936,27 +938,22 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
             v.assign_sub(lr_t * m / (tf.sqrt(s2) + eps))
         return loss
 
-    def eval_plan(data):
-        if data is None:
-            return []
-        return [(b, tuple(tf.constant(x) for x in _batch_indices(data, b)), tf.constant(b.size, i64))
-                for b in _eval_batches(data)]
-
-    train_eval = eval_plan(train)
-    val_eval = eval_plan(val)
-
-    def metrics(data, data_t, plan):
-        if data is None:
+    def metrics(batches, n_structures):
+        """Energy (meV/atom) and force (meV/Å) RMSE over gathered batches."""
+        if not batches:
             return None, None
         se_e, se_f, n_f = 0.0, 0.0, 0
-        for structs, idx, n_struct in plan:
-            E, F = eval_step(data_t[0], data_t[1], data_t[2], *idx, n_struct)
-            dE = (E.numpy() - data.energy[structs]) / data.n_atoms[structs]
+        for t in batches:
+            E, F = net.evaluate(*t[:7])
+            dE = (E.numpy() - t[7].numpy()) / t[8].numpy()
             se_e += float(np.sum(dE * dE))
-            dF = F.numpy() - data.forces[idx[0].numpy()]
+            dF = F.numpy() - t[9].numpy()
             se_f += float(np.sum(dF * dF))
             n_f += dF.size
-        return 1000.0 * math.sqrt(se_e / data.n_structures), 1000.0 * math.sqrt(se_f / n_f)
+        return 1000.0 * math.sqrt(se_e / n_structures), 1000.0 * math.sqrt(se_f / n_f)
+
+    val_batches = [gather_batch(val, val_t, b) for b in _eval_batches(val)] if val is not None else []
+    val_t = None
 
     base_meta = {
         "format": MODEL_FORMAT,
@@ -993,16 +990,21 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
         for epoch in range(settings.epochs):
             lr = settings.learning_rate_at(epoch)
             lr_t = tf.constant(lr, f64)
-            order = rng.permutation(train.n_structures)
-            for b in range(n_batches):
-                structs = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-                train_step(*(tf.constant(x) for x in _batch_indices(train, structs)), tf.constant(structs),
-                           tf.constant(structs.size, tf.int64), lr_t)
+            if epoch % settings.reshuffle_every == 0:
+                order = rng.permutation(train.n_structures)
+                batches = None   # release the previous batches before gathering new ones
+                bs = settings.batch_size
+                batches = [gather_batch(train, train_t, order[b * bs:(b + 1) * bs]) for b in range(n_batches)]
+                batch_order = range(n_batches)
+            else:
+                batch_order = rng.permutation(n_batches)
+            for b in batch_order:
+                train_step(*batches[b], lr_t)
             last = epoch == settings.epochs - 1
             if not ((epoch + 1) % settings.eval_every == 0 or last):
                 continue
-            tr_e, tr_f = metrics(train, train_t, train_eval)
-            va_e, va_f = metrics(val, val_t, val_eval)
+            tr_e, tr_f = metrics(batches, train.n_structures)
+            va_e, va_f = metrics(val_batches, 0 if val is None else val.n_structures)
             wall = time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_energy_rmse_mev_per_atom": tr_e,
                    "train_force_rmse_mev_per_ang": tr_f, "val_energy_rmse_mev_per_atom": va_e,
