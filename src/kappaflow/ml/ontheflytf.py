@@ -182,6 +182,25 @@ def _geometry_tensors(tf, geom: Geometry):
             tf.constant(geom.n_atoms, i64))
 
 
+def _angular_terms(tf, params: MBPParameters, D, r, tri_a, tri_b):
+    """Per angular triplet: the two distances and unit vectors, cos θ_ijk, and PANNA's angular base
+    q = (1 + cos θ cos θ_s + √(1 − cos²θ + ε sin²θ_s) sin θ_s) / (1 + √(1 + ε sin²θ_s)) with its parts."""
+    f64 = tf.float64
+    Da, Db = tf.gather(D, tri_a), tf.gather(D, tri_b)
+    r1, r2 = tf.gather(r, tri_a), tf.gather(r, tri_b)
+    u1 = Da / r1[:, None]
+    u2 = Db / r2[:, None]
+    c = tf.clip_by_value(tf.reduce_sum(u1 * u2, axis=1), -1.0, 1.0)
+    theta = params.theta_centres
+    cos_s = tf.constant(np.cos(theta), f64)[None, :]
+    sin_s = tf.constant(np.sin(theta), f64)[None, :]
+    eps_sin2 = params.epsilon * np.sin(theta) ** 2
+    denom = tf.constant(1.0 + np.sqrt(1.0 + eps_sin2), f64)[None, :]
+    root = tf.sqrt(tf.maximum(1.0 - c[:, None] ** 2 + tf.constant(eps_sin2, f64)[None, :], 0.0))
+    q = (1.0 + c[:, None] * cos_s + root * sin_s) / denom
+    return r1, r2, u1, u2, c, cos_s, sin_s, root, q, denom
+
+
 def _descriptors_graph(tf, params: MBPParameters, positions, ent_i, ent_j, ent_shift, rad, tri_a, tri_b,
                        rad_seg, tri_seg, n_atoms):
     f64 = tf.float64
@@ -199,18 +218,7 @@ def _descriptors_graph(tf, params: MBPParameters, positions, ent_i, ent_j, ent_s
     G_rad = tf.reshape(tf.math.unsorted_segment_sum(vals, rad_seg, n_atoms * S), [-1, S * K])
 
     # angular
-    Da, Db = tf.gather(D, tri_a), tf.gather(D, tri_b)
-    r1, r2 = tf.gather(r, tri_a), tf.gather(r, tri_b)
-    u1 = Da / r1[:, None]
-    u2 = Db / r2[:, None]
-    c = tf.clip_by_value(tf.reduce_sum(u1 * u2, axis=1), -1.0, 1.0)
-    theta = params.theta_centres
-    cos_s = tf.constant(np.cos(theta), f64)[None, :]
-    sin_s = tf.constant(np.sin(theta), f64)[None, :]
-    eps_sin2 = params.epsilon * np.sin(theta) ** 2
-    denom = tf.constant(1.0 + np.sqrt(1.0 + eps_sin2), f64)[None, :]
-    root = tf.sqrt(tf.maximum(1.0 - c[:, None] ** 2 + tf.constant(eps_sin2, f64)[None, :], 0.0))
-    q = (1.0 + c[:, None] * cos_s + root * sin_s) / denom
+    r1, r2, u1, u2, c, cos_s, sin_s, root, q, denom = _angular_terms(tf, params, D, r, tri_a, tri_b)
     ang = tf.pow(q, params.zeta)                                               # (T, M)
     y = 0.5 * (r1 + r2)[:, None] - tf.constant(params.angular_centres_ang, f64)[None, :]
     fc1 = 0.5 * (1.0 + tf.cos(pi / params.Rc_ang * r1))
@@ -264,18 +272,7 @@ def _fused_graph(tf, params: MBPParameters, dE_dG_fn, positions, ent_i, ent_j, e
     G_rad = tf.reshape(tf.math.unsorted_segment_sum(vals, rad_seg, n_atoms * S), [-1, S * K])
 
     # angular values and derivatives
-    Da, Db = tf.gather(D, tri_a), tf.gather(D, tri_b)
-    r1, r2 = tf.gather(r, tri_a), tf.gather(r, tri_b)
-    u1 = Da / r1[:, None]
-    u2 = Db / r2[:, None]
-    c = tf.clip_by_value(tf.reduce_sum(u1 * u2, axis=1), -1.0, 1.0)
-    theta = params.theta_centres
-    cos_s = tf.constant(np.cos(theta), f64)[None, :]
-    sin_s = tf.constant(np.sin(theta), f64)[None, :]
-    eps_sin2 = params.epsilon * np.sin(theta) ** 2
-    denom = tf.constant(1.0 + np.sqrt(1.0 + eps_sin2), f64)[None, :]
-    root = tf.sqrt(tf.maximum(1.0 - c[:, None] ** 2 + tf.constant(eps_sin2, f64)[None, :], 0.0))
-    q = (1.0 + c[:, None] * cos_s + root * sin_s) / denom
+    r1, r2, u1, u2, c, cos_s, sin_s, root, q, denom = _angular_terms(tf, params, D, r, tri_a, tri_b)
     q_zm1 = tf.pow(q, params.zeta - 1.0)
     ang = q_zm1 * q                                                                   # (T, Mt)
     safe_root = tf.where(root > 0, root, tf.ones_like(root))
