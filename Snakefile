@@ -42,6 +42,10 @@ include: "workflow/rules/bte.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ml.smk"
 include: "workflow/rules/noise.smk"
+include: "workflow/rules/stability.smk"
+include: "workflow/rules/plan.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/scaling.smk"
 
 
 rule all:
