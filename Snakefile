@@ -33,6 +33,17 @@ validate(config, kfconfig.schema_path())
 R = f"{config['results_dir']}/{config['name']}"
 
 
+onstart:
+    # the SLURM profile takes account and QOS from the environment: stop before submitting without them
+    from kappaflow.cluster import check_profile_env
+
+    _plugin = workflow.executor_plugin
+    try:
+        check_profile_env(getattr(_plugin, "name", None))
+    except KappaflowError as exc:
+        sys.exit(f"kappaflow: {exc}")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/structure.smk"
 include: "workflow/rules/sow.smk"

@@ -60,3 +60,11 @@ def test_random_strategy_displaces_every_atom(ges2, tmp_path):
     disp = np.asarray(ph3.dataset["displacements"])
     assert disp.shape == (3, 54, 3)
     assert np.allclose(np.linalg.norm(disp, axis=-1), 0.03)
+    # more snapshots keep the first ones: their pw.x results are reused
+    more = np.asarray(generate_displacements(
+        ges2, SowSettings(supercell_matrix=[3, 3, 1], strategy="random", n_random=5,
+                          amplitude_ang=0.03)).dataset["displacements"])
+    np.testing.assert_array_equal(more[:3], disp)
+    assert not np.allclose(more[3], more[4])
+    supercells = generate_displacements(ges2, settings).supercells_with_displacements
+    assert len(supercells) == 3 and all(s is not None for s in supercells)

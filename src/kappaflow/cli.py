@@ -40,6 +40,37 @@ def _sow(args):
           f"{len({j['key'] for j in manifest['jobs']})} unique pw.x inputs in {args.store}")
 
 
+def _failures(args):
+    from pathlib import Path
+
+    from kappaflow import dft
+
+    root = Path(args.results)
+    if not root.is_dir():
+        raise KappaflowError(f"{root}: no such results directory (expected results/<name>)")
+    rows = dft.collect_failures(root)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(dft.format_failures(rows))
+
+
+def _plan(args):
+    from pathlib import Path
+
+    from kappaflow import config, plan
+    from kappaflow.steps import progress
+
+    cfg = config.load(args.configfile)
+    if args.results_dir:
+        cfg["results_dir"] = args.results_dir
+    supercells = [plan.parse_supercell_arg(s) for s in args.supercell] if args.supercell else None
+    candidates = plan.candidates_from_config(cfg, supercells=supercells, cutoffs=args.cutoffs,
+                                             strategies=args.strategies, n_random=args.n_random)
+    out = Path(args.out_dir or Path(cfg["results_dir"]) / cfg["name"] / "plan")
+    plan.run_plan(cfg, out / "plan.csv", out / "plan.png", candidates, progress=progress)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="kappaflow", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -63,6 +94,20 @@ def main(argv=None) -> int:
     p.add_argument("--manifest", default="manifest.json")
     p.add_argument("--disp-yaml", default="phono3py_disp.yaml")
     p.set_defaults(func=_sow)
+    p = sub.add_parser("failures", help="list every failed pw.x run of a results directory (key, role, "
+                       "index, reason, log), from the failure.json records the dft jobs leave")
+    p.add_argument("results", help="results/<name>")
+    p.add_argument("--json", action="store_true", help="the records as JSON")
+    p.set_defaults(func=_failures)
+    p = sub.add_parser("plan", help="price candidate settings (supercells, cutoffs, strategies) before any pw.x run")
+    p.add_argument("configfile")
+    p.add_argument("--supercell", action="append", help="FC3 supercell, e.g. 3x3x1 (repeatable; default plan/sow)")
+    p.add_argument("--cutoffs", type=float, nargs="+", help="pair cutoffs in Å; -2 -3 -4 = neighbour shells")
+    p.add_argument("--strategies", nargs="+", choices=["systematic", "random"])
+    p.add_argument("--n-random", type=int, default=None, help="random strategy: supercells (default sow.n_random)")
+    p.add_argument("--results-dir", default=None, help="where the cost table and store are read (default config)")
+    p.add_argument("--out-dir", default=None, help="plan.csv and plan.png (default results/<name>/plan)")
+    p.set_defaults(func=_plan)
     args = ap.parse_args(argv)
     try:
         args.func(args)

@@ -4,24 +4,41 @@ A run happens in its own scratch directory next to the input (pw.x's ``outdir`` 
 standard output goes to a temporary file, and only a run that passes every check of
 :func:`kappaflow.qe.pwout.read_pw_output` is moved to the final output path.  A failure leaves the
 partial output beside it (``pw.out.failed``) for inspection and raises with file and reason.
+
+SCF rescue (``dft.scf_rescue``, docs/robustness.md): a run that stops with ``convergence NOT achieved``
+(:class:`~kappaflow.qe.pwout.ScfNotConvergedError`) is retried once, in the same scratch directory, from
+``pw.rescue.in`` written next to ``pw.in`` (which is never touched: its text is the store key): smaller
+``mixing_beta``, more ``electron_maxstep`` and ``startingpot = 'file'`` when the failed run left its charge
+density in ``outdir/prefix.save``.  A rescued run keeps its first output as ``pw.out.unconverged`` and
+writes ``rescue.json``; a run that still fails writes ``failure.json`` (key, reason, line, log paths,
+attempts), which :func:`collect_failures` and ``kappaflow failures`` list together.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kappaflow import units
 from kappaflow.errors import KappaflowError, PwOutputError
 from kappaflow.qe.pwin import read_pw_input
-from kappaflow.qe.pwout import read_pw_output
+from kappaflow.qe.pwout import ScfNotConvergedError, read_pw_output
 
 MOCK_EXECUTABLE = "kappaflow-mock-pw"
+RESCUE_INPUT = "pw.rescue.in"
+RESCUE_RECORD = "rescue.json"
+FAILURE_RECORD = "failure.json"
+UNCONVERGED_SUFFIX = ".unconverged"  # pw.out.unconverged: the first output of a rescued run
+QE_DEFAULT_MIXING_BETA = 0.7
+QE_DEFAULT_ELECTRON_MAXSTEP = 100
 
 
 def is_mock_command(pw_command: str) -> bool:
@@ -39,26 +56,74 @@ def engine_tag(pw_command: str) -> str:
     return "pw.x"
 
 
-def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
-           env: dict | None = None, log=print) -> float:
-    """Run pw.x on ``input_path``; write the validated output to ``output_path``; return WALL seconds."""
-    input_path = Path(input_path).resolve()
-    output_path = Path(output_path).resolve()
+@dataclass
+class ScfRescue:
+    """``dft.scf_rescue`` of the config (the schema holds the same defaults)."""
+
+    enabled: bool = True
+    mixing_beta_factor: float = 0.5
+    mixing_beta: float | None = None
+    electron_maxstep: int = 300
+    restart_from_charge_density: bool = True
+
+    @classmethod
+    def from_config(cls, cfg) -> "ScfRescue":
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, cls):
+            return cfg
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise KappaflowError(f"dft.scf_rescue: unknown key(s) {unknown}")
+        return cls(**cfg)
+
+
+def charge_density_file(pw, workdir) -> Path | None:
+    """The charge density a run of ``pw`` in ``workdir`` left behind (``outdir/prefix.save/``), if any."""
+    outdir = Path(str(pw.get("control", "outdir", os.environ.get("ESPRESSO_TMPDIR", "./"))))
+    save = (outdir if outdir.is_absolute() else Path(workdir) / outdir) / \
+        f"{pw.get('control', 'prefix', 'pwscf')}.save"
+    for name in ("charge-density.dat", "charge-density.hdf5"):
+        if (save / name).is_file():
+            return save / name
+    return None
+
+
+def rescue_input(input_path, workdir, rescue: ScfRescue) -> tuple[str, dict]:
+    """The text of the rescue input of ``input_path`` and what it changes (namelist variable -> value)."""
     pw = read_pw_input(input_path)
-    n_atoms = len(pw.atoms)
-    work = output_path.parent / "work"
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "tmp").mkdir(parents=True)  # pw.x refuses a nested outdir whose parent does not exist
+    beta0 = float(pw.get("electrons", "mixing_beta", QE_DEFAULT_MIXING_BETA))
+    beta = float(rescue.mixing_beta) if rescue.mixing_beta is not None else beta0 * rescue.mixing_beta_factor
+    maxstep = max(int(rescue.electron_maxstep),
+                  int(pw.get("electrons", "electron_maxstep", QE_DEFAULT_ELECTRON_MAXSTEP)))
+    changes = {"electrons.mixing_beta": [beta0, beta],
+               "electrons.electron_maxstep": [pw.get("electrons", "electron_maxstep", None), maxstep]}
+    pw.set("electrons", "mixing_beta", beta)
+    pw.set("electrons", "electron_maxstep", maxstep)
+    rho = charge_density_file(pw, workdir) if rescue.restart_from_charge_density else None
+    if rho is not None:
+        changes["electrons.startingpot"] = [pw.get("electrons", "startingpot", None), "file"]
+        pw.set("electrons", "startingpot", "file")
+    changes["restart_from"] = str(rho) if rho is not None else None
+    text = f"! SCF rescue of {Path(input_path).name} (kappaflow dft.scf_rescue): {_describe(changes)}\n"
+    return text + pw.to_text(), changes
+
+
+def _describe(changes: dict) -> str:
+    parts = [f"{k.split('.')[1]} {v[0]} -> {v[1]}" for k, v in changes.items() if "." in k]
+    if changes.get("restart_from"):
+        parts.append(f"charge density from {changes['restart_from']}")
+    return ", ".join(parts)
+
+
+def _attempt(input_path: Path, output_path: Path, work: Path, pw_command: str, n_atoms: int, run_env: dict,
+             log):
+    """One pw.x run in ``work``; the parsed output, or PwOutputError (output kept as pw.out.failed)."""
     partial = output_path.with_name(output_path.name + ".partial")
     failed = output_path.with_name(output_path.name + ".failed")
     cmd = shlex.split(pw_command) + ["-in", str(input_path)]
-    run_env = dict(os.environ)
-    run_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    run_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    run_env.update(env or {})
-    t0 = time.perf_counter()
     log(f"pw.x: {' '.join(cmd)}  [{n_atoms} atoms, cwd {work}]")
+    t0 = time.perf_counter()
     with open(partial, "w") as out, open(work / "stderr.txt", "w") as err:
         try:
             proc = subprocess.run(cmd, cwd=work, stdout=out, stderr=err, env=run_env)
@@ -72,10 +137,100 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
         partial.replace(failed)
         stderr = (work / "stderr.txt").read_text().strip().splitlines()
         hint = f" (exit code {proc.returncode}{'; stderr: ' + stderr[-1] if stderr else ''})"
-        raise PwOutputError(failed, exc.reason + hint, exc.line) from None
+        raise type(exc)(failed, exc.reason + hint, exc.line) from None
     if proc.returncode != 0:
         partial.replace(failed)
         raise PwOutputError(failed, f"pw.x exited with code {proc.returncode}")
+    return run, partial, elapsed
+
+
+def _record_failure(output_path: Path, input_path: Path, exc: PwOutputError, attempts: list[dict],
+                    rule_log=None) -> Path:
+    record = {
+        "key": output_path.parent.name,
+        "reason": exc.reason,
+        "reason_code": getattr(exc, "reason_code", "pw_output_error"),
+        "line": exc.line,
+        "log": exc.path,  # the failed pw.x output (pw.out.failed)
+        "stderr": str(output_path.parent / "work" / "stderr.txt"),
+        "rule_log": str(rule_log) if rule_log else None,
+        "input": str(input_path),
+        "rescue_attempted": len(attempts) > 1,
+        "attempts": attempts,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = output_path.parent / FAILURE_RECORD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
+           env: dict | None = None, log=print, rescue=None, rule_log=None) -> float:
+    """Run pw.x on ``input_path``; write the validated output to ``output_path``; return WALL seconds.
+
+    ``rescue`` (:class:`ScfRescue` or the ``dft.scf_rescue`` dict; default: enabled) retries a
+    non-converged SCF once from ``pw.rescue.in``.  Any final failure writes ``failure.json`` next to the
+    output and raises :class:`PwOutputError` naming the failed output (``pw.out.failed``)."""
+    input_path = Path(input_path).resolve()
+    output_path = Path(output_path).resolve()
+    rescue = ScfRescue.from_config(rescue)
+    pw = read_pw_input(input_path)
+    n_atoms = len(pw.atoms)
+    here = output_path.parent
+    work = here / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "tmp").mkdir(parents=True)  # pw.x refuses a nested outdir whose parent does not exist
+    failed = output_path.with_name(output_path.name + ".failed")
+    unconverged = output_path.with_name(output_path.name + UNCONVERGED_SUFFIX)
+    for stale in (here / FAILURE_RECORD, here / RESCUE_RECORD, here / RESCUE_INPUT, unconverged):
+        if stale.exists():
+            stale.unlink()
+    run_env = dict(os.environ)
+    run_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    run_env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    run_env.update(env or {})
+    attempts: list[dict] = []
+    rescue_info = None
+    try:
+        try:
+            run, partial, elapsed = _attempt(input_path, output_path, work, pw_command, n_atoms, run_env, log)
+        except ScfNotConvergedError as exc:
+            attempts.append({"input": str(input_path), "output": str(failed), "reason": exc.reason,
+                             "line": exc.line})
+            if not rescue.enabled:
+                raise
+            failed.replace(unconverged)
+            attempts[-1]["output"] = str(unconverged)
+            text, changes = rescue_input(input_path, work, rescue)
+            rescue_path = here / RESCUE_INPUT
+            rescue_path.write_text(text)
+            log(f"pw.x: {exc.reason} in {input_path}; SCF rescue from {rescue_path}: {_describe(changes)}")
+            first_wall = _wall_time_or_none(unconverged)
+            try:
+                run, partial, elapsed = _attempt(rescue_path, output_path, work, pw_command, n_atoms, run_env,
+                                                 log)
+            except PwOutputError as exc2:
+                attempts.append({"input": str(rescue_path), "output": str(failed), "reason": exc2.reason,
+                                 "line": exc2.line, "changes": changes})
+                raise type(exc2)(exc2.path, exc2.reason + f" [after the SCF rescue ({_describe(changes)}); "
+                                 f"first attempt: {exc.reason}, {unconverged}]", exc2.line) from None
+            rescue_info = {"key": here.name, "rescue_input": str(rescue_path), "changes": changes,
+                           "first_attempt": {"output": str(unconverged), "reason": exc.reason, "line": exc.line,
+                                             "wall_time_s": first_wall},
+                           "rescued_wall_time_s": run.wall_time_s}
+    except PwOutputError as exc:
+        if not attempts:
+            attempts.append({"input": str(input_path), "output": str(failed), "reason": exc.reason,
+                             "line": exc.line})
+        record = _record_failure(output_path, input_path, exc, attempts, rule_log)
+        log(f"pw.x: FAILED {here.name}: {exc.reason} (record {record})")
+        raise
+    if rescue_info is not None:
+        (here / RESCUE_RECORD).write_text(json.dumps(rescue_info, indent=1))
+        log(f"pw.x: SCF rescued for {here.name} ({rescue_info['changes']['electrons.mixing_beta'][1]:g} mixing)")
     if not keep_scratch:
         shutil.rmtree(work, ignore_errors=True)
     partial.replace(output_path)
@@ -83,6 +238,87 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
         failed.unlink()
     log(f"pw.x: done in {elapsed:.1f} s (pw.x WALL {run.wall_time_s:.1f} s) -> {output_path}")
     return run.wall_time_s
+
+
+def _wall_time_or_none(path) -> float | None:
+    from kappaflow.qe.pwout import _WALL, parse_wall_time
+
+    try:
+        for line in Path(path).read_text(errors="replace").splitlines():
+            m = _WALL.match(line)
+            if m:
+                return parse_wall_time(m.group(1))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# --- failures, listed together -----------------------------------------------------------------
+FAILURE_COLUMNS = ("key", "role", "index", "reason", "log")
+
+
+def _jobs_by_key(results_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """key -> [(role, index)] from the manifest (and the AIMD snapshot list of the ML route)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name in ("sow/manifest.json", "aimd/snapshots.json"):
+        path = results_dir / name
+        if not path.is_file():
+            continue
+        try:
+            jobs = json.loads(path.read_text()).get("jobs", [])
+        except (OSError, ValueError):
+            continue
+        for job in jobs:
+            out.setdefault(job.get("key"), []).append((str(job.get("role", "-")), str(job.get("index", "-"))))
+    return out
+
+
+def collect_failures(results_dir) -> list[dict]:
+    """Every ``failure.json`` of ``results_dir`` (``dft/<key>/`` and ``relax/``) with the role and index
+    of its supercell in the manifest; sorted by role, index, key."""
+    root = Path(results_dir)
+    jobs = _jobs_by_key(root)
+    paths = sorted(root.glob(f"dft/*/{FAILURE_RECORD}"))
+    if (root / "relax" / FAILURE_RECORD).is_file():
+        paths.append(root / "relax" / FAILURE_RECORD)
+    rows = []
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            record = {"key": path.parent.name, "reason": f"unreadable {path.name}: {exc}", "log": str(path)}
+        key = record.get("key", path.parent.name)
+        where = jobs.get(key) or ([("relax", "-")] if path.parent.name == "relax" else [("-", "-")])
+        record["role"] = ",".join(sorted({r for r, _ in where}))
+        record["index"] = ",".join(i for _, i in where)
+        record["record"] = str(path)
+        rows.append(record)
+    rows.sort(key=lambda r: (r["role"], _int_or_inf(r["index"].split(",")[0]), r["key"]))
+    return rows
+
+
+def _int_or_inf(text: str) -> float:
+    try:
+        return int(text)
+    except ValueError:
+        return float("inf")
+
+
+def format_failures(rows: list[dict]) -> str:
+    """The failures as one table (key, role, index, reason, log)."""
+    if not rows:
+        return "no failed pw.x runs"
+    def reason(r):
+        attempts = r.get("attempts") or []
+        text = attempts[-1].get("reason", r.get("reason")) if attempts else r.get("reason")
+        return f"{text} [after the SCF rescue]" if r.get("rescue_attempted") else str(text)
+
+    table = [FAILURE_COLUMNS] + [(str(r.get("key")), str(r.get("role")), str(r.get("index")), reason(r),
+                                  str(r.get("log"))) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(FAILURE_COLUMNS) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in table]
+    rescued = sum(1 for r in rows if r.get("rescue_attempted"))
+    return "\n".join([f"{len(rows)} failed pw.x run(s) ({rescued} after an SCF rescue):"] + lines)
 
 
 COST_FIELDS = ["key", "role", "index", "n_atoms", "wall_time_s", "mpi_processes", "nodes",

@@ -20,25 +20,95 @@ from kappaflow.qe.pwout import read_pw_output
 log = logging.getLogger(__name__)
 
 
-def load_forces(manifest: dict, store_dir, reader=None) -> dict[str, dict[int, np.ndarray]]:
-    """Forces (eV/Å) of every job of the manifest, by role and displacement index.
+def expected_supercells(ph3):
+    """``(role, index) -> Structure``: the supercell each manifest job must hold, from the Phono3py
+    object loaded from phono3py_disp.yaml (displaced supercells with their displacements)."""
+    from kappaflow.atom_map import Structure
 
-    ``reader(key, n_atoms)`` returns the forces of one stored run; the default reads
-    ``store_dir/key/pw.out`` strictly (any unusable output raises, naming the file)."""
+    cache: dict = {}
+
+    def cells(role):
+        if role not in cache:
+            if role == "fc3":
+                cache[role] = ph3.supercells_with_displacements
+            elif role == "fc2":
+                cache[role] = ph3.phonon_supercells_with_displacements
+            elif role == "base":
+                cache[role] = [ph3.supercell]
+            elif role == "fc2_base":
+                cache[role] = [ph3.phonon_supercell]
+            else:
+                raise KappaflowError(f"manifest job role {role!r}: no reference supercell for it")
+        return cache[role]
+
+    def expected(role: str, index: int):
+        cell = cells(role)[index]
+        if cell is None:
+            raise KappaflowError(f"manifest job {role} {index}: phono3py_disp.yaml has no supercell for it "
+                                 "(beyond the pair cutoff): manifest and displacement file disagree")
+        return Structure.from_phonopy(cell)
+
+    return expected
+
+
+def check_tolerance(manifest: dict, tolerance_ang: float) -> None:
+    """A tolerance of half the displacement amplitude or more could let a wrong supercell through."""
+    amplitude = manifest.get("amplitude_ang")
+    if amplitude and tolerance_ang >= 0.5 * float(amplitude):
+        raise KappaflowError(f"reap.atom_map_tolerance_ang = {tolerance_ang:g} Å is not below half the "
+                             f"displacement amplitude ({float(amplitude):g} Å): the output of another "
+                             "displacement could be mapped onto this one")
+
+
+def load_forces(manifest: dict, store_dir, reader=None, expected=None,
+                tolerance_ang: float | None = None) -> dict[str, dict[int, np.ndarray]]:
+    """Forces (eV/Å) of every job of the manifest, by role and displacement index, in phonopy's order.
+
+    With ``expected`` (``(role, index) -> Structure``, see :func:`expected_supercells`) every output is
+    mapped atom by atom onto its expected (displaced) supercell by position
+    (:func:`kappaflow.atom_map.map_pw_output`, periodic, ``tolerance_ang``) and its forces reordered, so
+    the atom order of the file does not matter and the output of another structure fails naming the
+    file and the atom.  Without it, outputs are taken in file order (imported thirdorder runs reordered
+    by their BASE input's match).
+
+    ``reader(key, n_atoms)`` returns the parsed run (:class:`~kappaflow.qe.pwout.PwRun`) or the forces
+    of one stored run; the default reads ``store_dir/key/pw.out`` strictly (any unusable output raises,
+    naming the file).  Forces alone cannot be mapped: with ``expected``, the reader must return runs."""
+    from kappaflow.atom_map import DEFAULT_TOLERANCE_ANG, map_pw_output, to_reference_order
+
+    tolerance_ang = DEFAULT_TOLERANCE_ANG if tolerance_ang is None else float(tolerance_ang)
+    if expected is not None:
+        check_tolerance(manifest, tolerance_ang)
     if reader is None:
         def reader(key, n_atoms):
-            return read_pw_output(Path(store_dir) / key / "pw.out", expected_n_atoms=n_atoms).forces_ev_per_ang
+            return read_pw_output(Path(store_dir) / key / "pw.out", expected_n_atoms=n_atoms)
     cache: dict[str, np.ndarray] = {}
     out: dict[str, dict[int, np.ndarray]] = {}
     for job in manifest["jobs"]:
-        if job["key"] not in cache and "output" in job:  # imported run: its own file, input atom order
-            from kappaflow.thirdorder_import import reorder_forces
+        key = job["key"]
+        if key not in cache:
+            imported = "output" in job  # imported run: its own file, input atom order
+            run = (read_pw_output(job["output"], expected_n_atoms=job["n_atoms"]) if imported
+                   else reader(key, job["n_atoms"]))
+            forces = run if isinstance(run, np.ndarray) else run.forces_ev_per_ang
+            forces = np.asarray(forces, dtype=np.float64)
+            if expected is not None:
+                if isinstance(run, np.ndarray):
+                    raise KappaflowError(f"supercell {key}: the reader returned forces only; atom mapping "
+                                         "needs the parsed pw.x output")
+                perm = map_pw_output(run, expected(job["role"], job["index"]), tolerance_ang,
+                                     f"the expected {job['role']} supercell {job['index']} of the manifest")
+                forces = to_reference_order(forces, perm)
+            elif imported:
+                from kappaflow.thirdorder_import import reorder_forces
 
-            run = read_pw_output(job["output"], expected_n_atoms=job["n_atoms"])
-            cache[job["key"]] = reorder_forces(manifest, np.asarray(run.forces_ev_per_ang, dtype=np.float64))
-        elif job["key"] not in cache:
-            cache[job["key"]] = np.asarray(reader(job["key"], job["n_atoms"]), dtype=np.float64)
-        out.setdefault(job["role"], {})[job["index"]] = cache[job["key"]]
+                if "import" not in manifest:
+                    raise KappaflowError(f"{job['output']}: an imported run is in its own atom order; pass "
+                                         "expected=reap.expected_supercells(ph3) to map it (or the sow "
+                                         "manifest with its 'import' section)")
+                forces = reorder_forces(manifest, forces)
+            cache[key] = forces
+        out.setdefault(job["role"], {})[job["index"]] = cache[key]
     return out
 
 

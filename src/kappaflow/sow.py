@@ -119,8 +119,15 @@ def generate_displacements(unitcell: Atoms, settings: SowSettings):
                                    cutoff_pair_distance=effective_pair_cutoff(unitcell, settings),
                                    is_plusminus="auto")
     elif settings.strategy == "random":
-        ph3.generate_displacements(distance=settings.amplitude_ang, number_of_snapshots=settings.n_random,
-                                   random_seed=settings.random_seed, is_plusminus=False)
+        # one draw per snapshot (seed random_seed + i): raising n_random keeps the first snapshots, so
+        # their pw.x results are reused (phono3py's single draw of all snapshots is not prefix-stable)
+        snapshots = []
+        for i in range(settings.n_random):
+            seed = None if settings.random_seed is None else int(settings.random_seed) + i
+            ph3.generate_displacements(distance=settings.amplitude_ang, number_of_snapshots=1,
+                                       random_seed=seed, is_plusminus=False)
+            snapshots.append(np.asarray(ph3.dataset["displacements"], dtype=float)[0])
+        ph3.dataset = {"displacements": np.array(snapshots)}
     else:
         raise ConfigError(f"sow.strategy must be 'systematic' or 'random', got {settings.strategy!r}")
     if settings.fc2_supercell_matrix is not None:

@@ -149,8 +149,9 @@ def imported_outputs(manifest_path) -> list[str]:
 
 # --- dft ----------------------------------------------------------------------------------------
 def run_dft(input_path, output_path, dft_cfg: dict) -> None:
+    """One pw.x run with the SCF rescue of ``dft.scf_rescue``; a final failure writes failure.json."""
     dft.run_pw(input_path, output_path, dft_cfg["pw_command"], keep_scratch=dft_cfg["keep_scratch"],
-               log=progress)
+               log=progress, rescue=dft_cfg.get("scf_rescue"), rule_log=LOG_FILES[-1] if LOG_FILES else None)
 
 
 def run_cost(manifest_path, store_dir, dft_cfg: dict, table_path, summary_path) -> dict:
@@ -173,11 +174,23 @@ def load_phono3py(disp_yaml_path, log_level: int = 0):
                          log_level=log_level)
 
 
+def mapped_forces(manifest: dict, store_dir, disp_yaml_path, reap_cfg: dict, ph3=None):
+    """Every force set of ``manifest``, mapped by position onto the supercell phono3py_disp.yaml expects
+    (reap.atom_map_tolerance_ang): the one way every consumer (reap, gate, noise, sweep) reads forces."""
+    from kappaflow.atom_map import DEFAULT_TOLERANCE_ANG
+
+    ph3 = load_phono3py(disp_yaml_path) if ph3 is None else ph3
+    tolerance_ang = float(reap_cfg.get("atom_map_tolerance_ang", DEFAULT_TOLERANCE_ANG))
+    return reap.load_forces(manifest, store_dir, expected=reap.expected_supercells(ph3),
+                            tolerance_ang=tolerance_ang), tolerance_ang
+
+
 def run_reap(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, out_paths: dict) -> None:
     manifest = sow.read_manifest(manifest_path)
-    forces = reap.load_forces(manifest, store_dir)
     ph3 = load_phono3py(disp_yaml_path)
-    progress(f"reap: {len({j['key'] for j in manifest['jobs']})} force sets, "
+    forces, tolerance_ang = mapped_forces(manifest, store_dir, disp_yaml_path, reap_cfg, ph3=ph3)
+    progress(f"reap: {len({j['key'] for j in manifest['jobs']})} force sets, each mapped onto its expected "
+             f"supercell by position (tolerance {tolerance_ang:g} Å), "
              f"fc calculator {reap.fc_calculator_for(manifest['strategy'], reap_cfg['fc_calculator'])}")
     reap.produce_force_constants(ph3, manifest, forces, reap_cfg["fc_calculator"])
     out_dir = Path(out_paths["fc3"]).parent
@@ -191,7 +204,9 @@ def run_reap(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, out_paths
 
 # --- bte ----------------------------------------------------------------------------------------
 def run_bte(disp_yaml_path, fc2_path, fc3_path, bte_cfg: dict, kappa_csv_path, workdir=None,
-            shengbte_files: dict | None = None) -> bte_mod.KappaResult:
+            shengbte_files: dict | None = None, provenance: dict | None = None) -> bte_mod.KappaResult:
+    """κ(T) from fc2/fc3; with ``provenance`` (the context of
+    :func:`kappaflow.provenance.write_kappa_provenance`, plus ``route``) also ``kappa.provenance.json``."""
     temperatures = bte_mod.temperatures_from_config(bte_cfg["temperatures"])
     ph3 = load_phono3py(disp_yaml_path)
     if bte_cfg["backend"] == "phono3py":
@@ -207,6 +222,16 @@ def run_bte(disp_yaml_path, fc2_path, fc3_path, bte_cfg: dict, kappa_csv_path, w
         result = run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, shengbte_files)
     with atomic_path(kappa_csv_path) as tmp:
         bte_mod.write_kappa_csv(tmp, result)
+    if provenance is not None:
+        from kappaflow.provenance import write_kappa_provenance
+
+        files = {"fc2": fc2_path, "fc3": fc3_path}
+        if shengbte_files:
+            files.update(shengbte_files)
+        context = {k: v for k, v in provenance.items() if k != "route"}
+        write_kappa_provenance(kappa_csv_path, route=provenance.get("route", "dft"), bte_cfg=bte_cfg,
+                               mesh=bte_cfg["mesh"], temperatures_k=result.temperatures_k, context=context,
+                               files=files)
     i300 = int(np.argmin(np.abs(result.temperatures_k - 300.0)))
     k = result.kappa_w_per_mk[i300]
     progress(f"bte: kappa({result.temperatures_k[i300]:.0f} K) xx {k[0, 0]:.2f} yy {k[1, 1]:.2f} "
@@ -237,13 +262,16 @@ def run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, files):
 
 # --- noise study --------------------------------------------------------------------------------
 def run_noise_job(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bte_cfg: dict, mesh,
-                  amplitude_ev_per_ang: float, seed: int, kappa_csv_path, ml_forces_path=None) -> dict:
+                  amplitude_ev_per_ang: float, seed: int, kappa_csv_path, ml_forces_path=None,
+                  provenance: dict | None = None) -> dict:
     """κ with Gaussian noise of the given amplitude on the displaced supercells' forces (or, with
-    ``ml_forces_path``, with ML forces in their place): the same reap and BTE, in memory."""
+    ``ml_forces_path``, with ML forces in their place): the same reap and BTE, in memory.  With
+    ``provenance`` (``unitcell``, ``supercell_template``, ``structure``, ``models``) also
+    ``kappa.provenance.json``."""
     from kappaflow import noise
 
     manifest = sow.read_manifest(manifest_path)
-    clean = reap.load_forces(manifest, store_dir)
+    clean, _ = mapped_forces(manifest, store_dir, disp_yaml_path, reap_cfg)
     if ml_forces_path:
         from kappaflow.ml.forcesfile import read_forces
 
@@ -265,6 +293,21 @@ def run_noise_job(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bte_
     with atomic_path(Path(kappa_csv_path).with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"amplitude_ev_per_ang": amplitude_ev_per_ang, "seed": seed,
                                    "force_rmse_ev_per_ang": rmse, "source": label}, indent=1))
+    if provenance is not None:
+        from kappaflow.provenance import write_kappa_provenance
+
+        context = dict(provenance, manifest=manifest_path, disp_yaml=disp_yaml_path, store=store_dir,
+                       reap=reap_cfg)
+        noise_params = {"amplitude_ev_per_ang": float(amplitude_ev_per_ang), "seed": int(seed),
+                        "force_rmse_ev_per_ang": rmse, "force_constants": "in memory (not written)"}
+        if ml_forces_path:
+            context["ml"] = dict(context.get("ml") or {}, forces=str(ml_forces_path), n_ml=len(keys))
+            noise_params["ml_forces"] = str(ml_forces_path)
+        write_kappa_provenance(kappa_csv_path, route="noise_ml" if ml_forces_path else "noise",
+                               bte_cfg=dict(bte_cfg, backend="phono3py"), mesh=mesh or bte_cfg["mesh"],
+                               temperatures_k=result.temperatures_k, context=context,
+                               files={"ml_forces": ml_forces_path} if ml_forces_path else None,
+                               extra={"noise": noise_params})
     i300 = int(np.argmin(np.abs(result.temperatures_k - 300.0)))
     progress(f"noise: {label}: force RMSE {rmse * 1e6:.1f} µeV/Å, kappa_xx({result.temperatures_k[i300]:.0f} K) "
              f"{result.kappa_w_per_mk[i300, 0, 0]:.3f} W/mK")
@@ -292,3 +335,25 @@ def run_noise_summary(noise_csvs, ml_csvs: dict, band: float, out: dict) -> dict
     noise.plot(rows, tol, {"kappa_xx": out["kappa_xx"], "kappa_zz": out["kappa_zz"]}, out["ratio"])
     progress(f"noise: tolerance {tol['tolerance_uev_per_ang']:g} µeV/Å (κ within ±{100 * band:g} % at every T)")
     return tol
+
+
+# --- stability gate -----------------------------------------------------------------------------
+def run_stability_gate(manifest_path, disp_yaml_path, store_dir, stability_cfg: dict, reap_cfg: dict,
+                       out: dict, title: str = "") -> dict:
+    """FC2 from the single-displacement supercells, dispersion + mesh; raises when unstable
+    (``out``: ``json``, ``figure``, ``dos``).  See :mod:`kappaflow.stability`."""
+    from kappaflow import stability
+
+    manifest = sow.read_manifest(manifest_path)
+    plan = stability.gate_plan(manifest, stability.first_level_count(disp_yaml_path))
+    forces, _ = mapped_forces({**manifest, "jobs": plan["gate_jobs"]}, store_dir, disp_yaml_path, reap_cfg)
+    ph3 = load_phono3py(disp_yaml_path)
+    progress(f"stability: fc2 from {len({j['key'] for j in plan['gate_jobs']})} pw.x runs ({plan['mode']}), "
+             f"{len(plan['gated_keys'])} supercells wait for the gate")
+    phonon = stability.fc2_phonopy(ph3, manifest, plan, forces, reap_cfg["fc_calculator"])
+    source = {"mode": plan["mode"], "n_force_sets": len({j["key"] for j in plan["gate_jobs"]}),
+              "keys": sorted({j["key"] for j in plan["gate_jobs"]}), "n_gated_supercells": len(plan["gated_keys"])}
+    summary = stability.check_stability(phonon, stability_cfg, out, title=title, source=source)
+    progress(f"stability: {summary['status']}: lowest frequency {summary['lowest_frequency_thz']:.4f} THz at "
+             f"q = {summary['lowest_q_frac']} (tolerance {summary['tolerance_thz']:g} THz)")
+    return summary

@@ -93,7 +93,11 @@ def _check_species(path, atoms: Atoms, expected: list[str], perm: np.ndarray) ->
 
 
 def match_atoms(base_path, base: Atoms, lattice: np.ndarray, frac_phonopy: np.ndarray) -> np.ndarray:
-    """perm[a] = phonopy index of the a-th atom of the BASE input (by minimum-image position)."""
+    """perm[a] = phonopy index of the a-th atom of the BASE input (by minimum-image position,
+    :func:`kappaflow.atom_map.map_atoms`)."""
+    from kappaflow.atom_map import Structure, map_atoms
+
+    lattice = np.asarray(lattice, dtype=np.float64)
     cell_base = np.asarray(base.cell, dtype=np.float64)
     deviation = np.abs(cell_base - lattice).max()
     if deviation > CELL_TOLERANCE_ANG:
@@ -102,20 +106,12 @@ def match_atoms(base_path, base: Atoms, lattice: np.ndarray, frac_phonopy: np.nd
     if len(base) != len(frac_phonopy):
         raise InputFileError(base_path, f"{len(base)} atoms, but the unit cell x sow.supercell has "
                              f"{len(frac_phonopy)}")
-    frac_base = np.asarray(base.get_scaled_positions(wrap=False)) @ (cell_base @ np.linalg.inv(lattice))
-    diff = frac_base[:, None, :] - frac_phonopy[None, :, :]
-    diff -= np.round(diff)
-    dist = np.linalg.norm(diff @ lattice, axis=-1)
-    perm = dist.argmin(axis=1)
-    worst = dist[np.arange(len(perm)), perm]
-    bad = np.flatnonzero(worst > POSITION_TOLERANCE_ANG)
-    if bad.size:
-        a = int(bad[0])
-        raise InputFileError(base_path, f"atom {a + 1} is {worst[a]:.4g} Å from every atom of phonopy's "
-                             "supercell of the unit cell: was the set sown from another unit cell?")
-    if len(set(perm.tolist())) != len(perm):
-        raise InputFileError(base_path, "two atoms map onto the same supercell site")
-    return perm
+    # species are checked afterwards by _check_species, on the labels of the unit cell
+    reference = Structure(lattice, np.asarray(frac_phonopy, dtype=np.float64) @ lattice, ["?"] * len(frac_phonopy))
+    return map_atoms(base_path, reference, np.asarray(base.positions, dtype=np.float64),
+                     tolerance_ang=POSITION_TOLERANCE_ANG,
+                     reference_name="phonopy's supercell of the unit cell (was the set sown from another "
+                                    "unit cell?)")
 
 
 def displacement_field(path, atoms: Atoms, base_frac: np.ndarray, lattice: np.ndarray,

@@ -7,16 +7,32 @@ rule bte:
         fc3=f"{R}/fc/fc3.hdf5",
         fc2_shengbte=f"{R}/fc/FORCE_CONSTANTS_2ND",
         fc3_shengbte=f"{R}/fc/FORCE_CONSTANTS_3RD",
+        # the gate also guards sets it cannot precede (random, thirdorder): stability.smk
+        stability=lambda wc: [f"{R}/stability/stability.json"] if config["stability"]["enabled"] else [],
     output:
         kappa=report(
             f"{R}/bte/kappa.csv",
             category="Thermal conductivity",
             caption="../report/kappa_table.rst",
         ),
+        provenance=f"{R}/bte/kappa.provenance.json",
     params:
         bte=config["bte"],
         workdir=f"{R}/bte/shengbte",
+        provenance={
+            "route": "dft",
+            "manifest": f"{R}/sow/manifest.json",
+            "disp_yaml": f"{R}/sow/phono3py_disp.yaml",
+            "store": f"{R}/dft",
+            "reap": config["reap"],
+            "sow_config": config["sow"],
+            "unitcell": config["unitcell"],
+            "supercell_template": config["supercell_template"],
+            "structure": f"{R}/structure/unitcell.json",
+        },
     threads: 2
+    resources:
+        mem_mb=lambda wc: mem_mb_estimate(config, "bte"),
     log:
         f"{R}/logs/bte.log",
     script:

@@ -1,4 +1,5 @@
 from kappaflow.dft import engine_tag
+from kappaflow.plan import mem_mb_estimate
 from kappaflow.steps import imported_outputs, manifest_keys, pw_overrides_for_supercells
 
 KEY_PATTERN = "[0-9a-f]{20}"

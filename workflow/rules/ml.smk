@@ -121,6 +121,8 @@ def pack_of(wildcards):
 rule train:
     conda:
         "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
     input:
         pack=pack_of,
         gvectors=f"{ML}/gvectors/gvectors.npz",
@@ -146,6 +148,8 @@ rule train:
 rule infer:
     conda:
         "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
     input:
         models=expand(f"{ML}/models/{{{{model}}}}/member{{member}}/model.npz", member=MEMBERS),
         manifest=f"{R}/sow/manifest.json",
@@ -218,9 +222,26 @@ rule bte_ml:
         fc3_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_3RD",
     output:
         kappa=f"{ML}/{{model}}/bte/kappa.csv",
+        provenance=f"{ML}/{{model}}/bte/kappa.provenance.json",
     params:
         bte=config["bte"],
         workdir=lambda wc: f"{ML}/{wc.model}/bte/shengbte",
+        provenance=lambda wc: {
+            "route": "ml",
+            "manifest": f"{R}/sow/manifest.json",
+            "disp_yaml": f"{R}/sow/phono3py_disp.yaml",
+            "store": f"{R}/dft",
+            "force_store": f"{ML}/{wc.model}/store",
+            "reap": config["reap"],
+            "sow_config": config["sow"],
+            "unitcell": config["unitcell"],
+            "supercell_template": config["supercell_template"],
+            "structure": f"{R}/structure/unitcell.json",
+            "models": [f"{ML}/models/{wc.model}/member{m}/model.npz" for m in MEMBERS],
+            "ml": {"model": wc.model, "inject_mode": MLCFG["inject"]["mode"],
+                   "inject_provenance": f"{ML}/{wc.model}/store/provenance.json",
+                   "train": MLCFG["train"], "descriptors": MLCFG["descriptors"]},
+        },
     wildcard_constraints:
         model=MODEL_PATTERN,
     threads: 2

@@ -18,6 +18,7 @@ rule noise_kappa:
     output:
         kappa=f"{R}/noise/a{{amp}}_s{{seed}}/kappa.csv",
         meta=f"{R}/noise/a{{amp}}_s{{seed}}/kappa.json",
+        provenance=f"{R}/noise/a{{amp}}_s{{seed}}/kappa.provenance.json",
     params:
         store=f"{R}/dft",
         reap=config["reap"],
@@ -45,6 +46,7 @@ rule noise_ml_kappa:
     output:
         kappa=f"{R}/noise/ml_{{model}}/kappa.csv",
         meta=f"{R}/noise/ml_{{model}}/kappa.json",
+        provenance=f"{R}/noise/ml_{{model}}/kappa.provenance.json",
     params:
         store=f"{R}/dft",
         reap=config["reap"],

@@ -13,6 +13,9 @@ rule reap:
     params:
         reap=config["reap"],
         store=f"{R}/dft",
+    resources:
+        # peak memory from the plan's model (docs/planning.md); cluster profiles may override it
+        mem_mb=lambda wc: mem_mb_estimate(config, "reap"),
     log:
         f"{R}/logs/reap.log",
     script:

@@ -18,6 +18,8 @@ if config["relax"]["enabled"]:
     rule relax:
         conda:
             "../../envs/dft.yaml"
+        envmodules:
+            *config["modules"]["pwx"],
         input:
             f"{R}/relax/pw.in",
         output:

@@ -1,1 +1,99 @@
-# (placeholder: filled in by the issue-6/5 work)
+# Convergence sweep of κ(sweep.temperature_k) against the FC3 pair cutoff, the FC3 supercell and the
+# q-mesh (docs/planning.md).  Target: `snakemake sweep`.  Each force point (supercell, cutoff) is a sow
+# of its own (manifest under R/sweep/<point>/) writing into the shared store R/dft, so a smaller cutoff's
+# supercells — a subset of a larger cutoff's at the same supercell — are pw.x runs the store already
+# has: the rule `dft` runs every unique key once, whatever the number of points asking for it.
+from kappaflow.plan import mem_mb_estimate
+from kappaflow.sweep import point_sow_config, sweep_points
+
+SWEEP = config["sweep"]
+SWEEP_FORCE_POINTS, SWEEP_KAPPA_POINTS = sweep_points(config)
+SW = f"{R}/sweep"
+
+
+checkpoint sweep_sow:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        structure=f"{R}/structure/unitcell.json",
+        template=config["supercell_template"],
+    output:
+        manifest=f"{SW}/{{point}}/manifest.json",
+        disp=f"{SW}/{{point}}/phono3py_disp.yaml",
+    params:
+        sow=lambda wc: point_sow_config(config["sow"], SWEEP_FORCE_POINTS[wc.point]),
+        point=lambda wc: SWEEP_FORCE_POINTS[wc.point],
+        store=f"{R}/dft",
+    wildcard_constraints:
+        point="sc[^/]+",
+    log:
+        f"{R}/logs/sweep/{{point}}_sow.log",
+    script:
+        "../../scripts/sweep_sow.py"
+
+
+def sweep_dft_outputs(wildcards):
+    """The pw.x outputs of one force point (known once its sow has run); shared with every other point."""
+    manifest = checkpoints.sweep_sow.get(point=wildcards.point).output.manifest
+    return [f"{R}/dft/{key}/pw.out" for key in manifest_keys(manifest)] + imported_outputs(manifest)
+
+
+rule sweep_kappa:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        manifest=f"{SW}/{{point}}/manifest.json",
+        disp=f"{SW}/{{point}}/phono3py_disp.yaml",
+        outputs=sweep_dft_outputs,
+    output:
+        kappa=f"{SW}/{{point}}/{{mesh}}/kappa.csv",
+        meta=f"{SW}/{{point}}/{{mesh}}/kappa.json",
+        provenance=f"{SW}/{{point}}/{{mesh}}/kappa.provenance.json",
+    params:
+        store=f"{R}/dft",
+        reap=config["reap"],
+        bte=config["bte"],
+        mesh=lambda wc: SWEEP_KAPPA_POINTS[f"{wc.point}/{wc.mesh}"]["mesh"],
+        temperature_k=SWEEP["temperature_k"],
+        label=lambda wc: f"{wc.point}/{wc.mesh}",
+        provenance={"unitcell": config["unitcell"], "supercell_template": config["supercell_template"],
+                    "structure": f"{R}/structure/unitcell.json"},
+    wildcard_constraints:
+        point="sc[^/]+",
+        mesh="q[0-9x]+",
+    threads: 2
+    resources:
+        mem_mb=lambda wc: mem_mb_estimate(config, "sweep_kappa",
+                                          supercell=SWEEP_FORCE_POINTS[wc.point]["supercell"],
+                                          mesh=SWEEP_KAPPA_POINTS[f"{wc.point}/{wc.mesh}"]["mesh"]),
+    log:
+        f"{R}/logs/sweep/{{point}}_{{mesh}}.log",
+    script:
+        "../../scripts/sweep_kappa.py"
+
+
+rule sweep_summary:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        structure=f"{R}/structure/unitcell.json",
+        kappa=[f"{SW}/{label}/kappa.json" for label in SWEEP_KAPPA_POINTS],
+    output:
+        table=f"{SW}/sweep_kappa.csv",
+        summary=f"{SW}/sweep_summary.json",
+        figure=f"{SW}/sweep_kappa.png",
+    params:
+        kappa_points=SWEEP_KAPPA_POINTS,
+        force_points=SWEEP_FORCE_POINTS,
+        tolerance=SWEEP["tolerance"],
+        temperature_k=SWEEP["temperature_k"],
+    log:
+        f"{R}/logs/sweep/summary.log",
+    script:
+        "../../scripts/sweep_summary.py"
+
+
+rule sweep:
+    input:
+        f"{SW}/sweep_summary.json",
+        f"{SW}/sweep_kappa.png",

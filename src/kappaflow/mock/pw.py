@@ -15,7 +15,15 @@ ignored.  Pseudopotential files are not read.
 Test hooks (environment): ``KAPPAFLOW_MOCK_PW_LOG=FILE`` appends one line per invocation;
 ``KAPPAFLOW_MOCK_PW_FAULT=kind[@text]`` makes runs whose input path contains ``text`` (all runs without
 ``@``) fail like a broken pw.x run: ``truncate``, ``no-convergence``, ``nan-force``,
-``wrong-natoms``, ``no-forces``, ``crash``.
+``wrong-natoms``, ``no-forces``, ``crash``.  ``KAPPAFLOW_MOCK_PW_SCF_MAX_BETA=beta[@text][,beta@text...]``
+makes the SCF of runs whose ``mixing_beta`` (pw.x default 0.7) exceeds ``beta`` fail to converge, as a
+hard-to-converge system would (the smallest ``beta`` of the specs whose ``text`` is in the input path
+applies; a spec without ``@`` applies to all runs): the output is pw.x's (``electron_maxstep`` iterations,
+``convergence NOT achieved after N iterations: stopping``, the timing and ``JOB DONE.``, exit code 2).
+
+Like pw.x, every run leaves its charge density in ``outdir/prefix.save/charge-density.dat`` (a marker
+file), and ``startingpot = 'file'`` starts from it ("The initial density is read from file :") or, when it
+is missing, from atomic densities ("Cannot read rho : file not found").
 """
 
 from __future__ import annotations
@@ -62,10 +70,13 @@ def make_calculator(model: str, reference: str | None = None):
 # pw.x output layout
 # ------------------------------------------------------------------------------------------------
 class PwWriter:
-    def __init__(self, pw: PwInput, stream, fault: str | None):
+    def __init__(self, pw: PwInput, stream, fault: str | None, start_from: str | None = None):
         self.pw = pw
         self.out = stream
         self.fault = fault
+        self.start_from = start_from  # None: atomic; "file:<path>" / "missing:<path>" for startingpot='file'
+        self.mixing_beta = float(pw.get("electrons", "mixing_beta", 0.7))
+        self.electron_maxstep = int(pw.get("electrons", "electron_maxstep", 100))
         self.t0 = time.perf_counter()
         atoms = pw.atoms
         self.alat_bohr = float(np.linalg.norm(atoms.cell[0]) / units.BOHR_ANG)
@@ -83,7 +94,7 @@ class PwWriter:
         self.w()
         self.w("     This output was written by kappaflow-mock-pw: a classical potential stands in for DFT.")
         self.w()
-        self.w("     Parallel version (MPI), running on     1 processors")
+        self.w(f"     Parallel version (MPI), running on {mpi_size():5d} processors")
         self.w()
         self.w(f"     bravais-lattice index     = {0:12d}")
         self.w(f"     lattice parameter (alat)  = {self.alat_bohr:12.4f}  a.u.")
@@ -98,6 +109,19 @@ class PwWriter:
         self.w()
         self.cell_block()
         self.site_block()
+        self.starting_potential()
+
+    def starting_potential(self) -> None:
+        """potinit.f90's report of where the starting density comes from."""
+        if self.start_from and self.start_from.startswith("file:"):
+            self.w("     The initial density is read from file :")
+            self.w(f"     {self.start_from[len('file:'):]}")
+        else:
+            if self.start_from:
+                self.w("     Cannot read rho : file not found")
+                self.w()
+            self.w("     Initial potential from superposition of free atoms")
+        self.w()
 
     def cell_block(self) -> None:
         cell_alat = np.asarray(self.pw.atoms.cell) / (self.alat_bohr * units.BOHR_ANG)
@@ -122,12 +146,23 @@ class PwWriter:
         self.w()
         e_ry = float(units.ev_to_ry(energy_ev))
         if self.fault == "no-convergence":
-            self.w(f"     total energy              = {e_ry:17.8f} Ry")
-            self.w("     estimated scf accuracy    <       0.00012345 Ry")
-            self.w()
+            # electrons.f90: one block per iteration, then formats 9101 and 9120 (charge sloshing)
+            for it in range(1, self.electron_maxstep + 1):
+                self.w(f"     iteration #{it:3d}     ecut={16.0:9.2f} Ry     beta={self.mixing_beta:5.2f}")
+                self.w("     Davidson diagonalization with overlap")
+                self.w("     ethr =  1.00E-06,  avg # of iterations =  2.0")
+                self.w()
+                self.w(f"     total cpu time spent up to now is {0.1 * it:10.1f} secs")
+                self.w()
+                self.w(f"     total energy              = {e_ry + 0.01 * (-1) ** it:17.8f} Ry")
+                self.w(f"     estimated scf accuracy    < {0.0123 * (1 + 0.1 * (it % 3)):17.8f} Ry")
+                self.w()
             self.w("     End of self-consistent calculation")
             self.w()
-            self.w("     convergence NOT achieved after 100 iterations: stopping")
+            self.w(f"     convergence NOT achieved after {self.electron_maxstep:3d} iterations: stopping")
+            self.w()
+            save = _charge_density_path(self.pw).parent
+            self.w(f"     Writing output data file {save}/")
             return
         self.w("     End of self-consistent calculation")
         self.w()
@@ -331,6 +366,65 @@ def run_md(pw: PwInput, calc, out: PwWriter, seed: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+def _scf_max_beta(source: str) -> float | None:
+    """The largest mixing_beta that converges for this run (KAPPAFLOW_MOCK_PW_SCF_MAX_BETA), or None."""
+    spec = os.environ.get("KAPPAFLOW_MOCK_PW_SCF_MAX_BETA", "").strip()
+    if not spec:
+        return None
+    where = str(Path(source).resolve())
+    limits = []
+    for item in spec.split(","):
+        value, _, text = item.strip().partition("@")
+        try:
+            beta = float(value)
+        except ValueError:
+            raise KappaflowError(f"KAPPAFLOW_MOCK_PW_SCF_MAX_BETA: {item!r} is not 'beta[@text]'") from None
+        if not text or text in where:
+            limits.append(beta)
+    return min(limits) if limits else None
+
+
+def _charge_density_path(pw: PwInput) -> Path:
+    outdir = str(pw.get("control", "outdir", os.environ.get("ESPRESSO_TMPDIR", "./")))
+    prefix = str(pw.get("control", "prefix", "pwscf"))
+    return Path(outdir) / f"{prefix}.save" / "charge-density.dat"
+
+
+def _save_charge_density(pw: PwInput, sha: str) -> None:
+    """What pw.x's punch leaves behind (also after an unconverged SCF): here a marker file."""
+    path = _charge_density_path(pw)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"kappaflow-mock-pw charge density of input {sha[:16]}\n")
+    except OSError:
+        pass  # pw.x would stop with an error; the mock's outputs do not depend on it
+
+
+# Launched by srun or mpirun, every rank runs this program; like pw.x, only rank 0 writes the output.
+_RANK_VARS = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def _first_int(names) -> int | None:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def mpi_rank() -> int:
+    """This process's MPI rank under srun/mpirun (0 when run alone)."""
+    return _first_int(_RANK_VARS) or 0
+
+
+def mpi_size() -> int:
+    """The number of MPI processes of the launch (1 when run alone), printed in the header like pw.x."""
+    if _first_int(_RANK_VARS) is None:  # a batch script's SLURM_NTASKS does not make a lone process MPI
+        return 1
+    return max(1, _first_int(_SIZE_VARS) or 1)
+
+
 def _read_fault(source: str) -> str | None:
     spec = os.environ.get("KAPPAFLOW_MOCK_PW_FAULT", "").strip()
     if not spec:
@@ -355,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if mpi_rank() > 0:  # the other ranks of an srun/mpirun launch: rank 0 does the work and writes
+        return 0
     try:
         text = Path(args.input).read_text() if args.input else sys.stdin.read()
         source = args.input or "<stdin>"
@@ -375,9 +471,16 @@ def main(argv=None) -> int:
             sys.stderr.write(f"kappaflow-mock-pw: calculation '{calculation}' not supported "
                              f"(supported: {', '.join(SUPPORTED)})\n")
             return 1
+        max_beta = _scf_max_beta(source)
+        if fault is None and max_beta is not None and float(pw.get("electrons", "mixing_beta", 0.7)) > max_beta:
+            fault = "no-convergence"
+        start_from = None
+        if str(pw.get("electrons", "startingpot", "atomic")).lower() == "file":
+            rho = _charge_density_path(pw)
+            start_from = ("file:" if rho.is_file() else "missing:") + str(rho.with_suffix(""))
         calc = make_calculator(args.model, args.reference)
         buffer = io.StringIO()
-        writer = PwWriter(pw, buffer, fault)
+        writer = PwWriter(pw, buffer, fault, start_from)
         writer.header(calculation)
         if calculation == "scf":
             run_scf(pw, calc, writer)
@@ -385,11 +488,12 @@ def main(argv=None) -> int:
             run_relax(pw, calc, writer, variable_cell=calculation == "vc-relax")
         else:
             run_md(pw, calc, writer, seed=int(sha[:8], 16))
-        if fault not in ("truncate", "no-convergence"):
-            writer.footer()
+        _save_charge_density(pw, sha)
+        if fault != "truncate":
+            writer.footer()  # pw.x prints its timing and JOB DONE after an unconverged SCF too
         sys.stdout.write(buffer.getvalue())
         sys.stdout.flush()
-        return 0
+        return 2 if fault == "no-convergence" else 0  # run_pwscf: exit_status 2 = scf convergence error
     except KappaflowError as exc:
         sys.stderr.write(f"kappaflow-mock-pw: {exc}\n")
         return 1

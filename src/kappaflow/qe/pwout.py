@@ -1,7 +1,8 @@
 """pw.x output files: a strict parser.
 
 Every way a pw.x run can be unusable raises :class:`PwOutputError` with the file, the line where known,
-and the reason: the run did not finish (``JOB DONE`` missing), the SCF did not converge, the atom count
+and the reason: the run did not finish (``JOB DONE`` missing), the SCF did not converge (the subclass
+:class:`ScfNotConvergedError`, which :mod:`kappaflow.dft` recognises and rescues), the atom count
 is not the expected one, the forces block is missing or incomplete, a force is NaN or overflowed
 (``*****``).  Nothing is ever silently replaced.
 
@@ -21,10 +22,30 @@ import numpy as np
 from kappaflow import units
 from kappaflow.errors import PwOutputError
 
+
+class ScfNotConvergedError(PwOutputError):
+    """pw.x stopped because the SCF did not converge (``convergence NOT achieved after N iterations``).
+
+    ``iterations`` is N (pw.x's ``electron_maxstep``) when the line says so."""
+
+    reason_code = "scf_not_converged"
+
+    def __init__(self, path, reason: str, line: int | None = None, iterations: int | None = None):
+        super().__init__(path, reason, line)
+        self.iterations = iterations
+
+
 FORCES_HEADER = "Forces acting on atoms (cartesian axes, Ry/au):"
 _FORCE_LINE = re.compile(r"^\s*atom\s+(\d+)\s+type\s+(\d+)\s+force\s+=\s+(.*)$")
 _WALL = re.compile(r"^\s*PWSCF\s*:.*CPU\s+(.*)WALL\s*$")
 _TIME_TOKEN = re.compile(r"([\d.]+)\s*([dhms])")
+# electrons.f90, format 9120: /'     convergence NOT achieved after ',i3,' iterations: stopping'
+_NOT_CONVERGED = re.compile(r"^\s*convergence NOT achieved after\s*(\d+|\*+)\s*iterations")
+# summary.f90: '     site n.     atom                  positions (alat units)', then per atom
+# '         1           Al  tau(   1) = (   0.0017668   0.0000000   0.0000000  )'
+_SITE_HEADER = re.compile(r"^\s*site n\.\s+atom\s+positions \(alat units\)\s*$")
+_SITE_LINE = re.compile(r"^\s*(\d+|\*+)\s+(\S+)\s+tau\(\s*(\d+|\*+)\)\s*=\s*\((.*)\)\s*$")
+_AXIS_LINE = re.compile(r"^\s*a\((\d)\)\s*=\s*\((.*)\)\s*$")
 
 
 @dataclass
@@ -52,6 +73,11 @@ class PwRun:
     final_positions_frac: np.ndarray | None = None
     final_symbols: list[str] | None = None
     alat_ang: float | None = None
+    # pw.x's header (summary.f90): the starting structure exactly as pw.x read it, in pw.x's atom order
+    cell_ang: np.ndarray | None = None  # 'crystal axes' rows, Å
+    positions_ang: np.ndarray | None = None  # 'site n. ... tau' rows, Cartesian Å
+    site_symbols: list[str] | None = None  # the species labels of those rows
+    site_lines: list[int] | None = None  # 1-based line of each atom's 'tau(' row
 
     @property
     def energy_ev(self) -> float:
@@ -154,6 +180,7 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     frames: list[PwFrame] = []
     frame = PwFrame()
     final_cell = final_pos = final_symbols = None
+    header_cell = site_pos = site_syms = site_lines = None
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -167,11 +194,61 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
                 raise PwOutputError(spath, f"run has {n_atoms} atoms, expected {expected_n_atoms}", i + 1)
         elif s.startswith("lattice parameter (alat)"):
             alat_ang = float(s.split("=")[1].split()[0]) * units.BOHR_ANG
+        elif s.startswith("celldm(1)="):
+            # the same alat with 6 decimals instead of 4 (ibrav=0 inputs: |a1| in bohr)
+            value = float(s.split("=")[1].split()[0])
+            if value > 0:
+                alat_ang = value * units.BOHR_ANG
+        elif s.startswith("crystal axes:") and "units of alat" in s and header_cell is None:
+            if alat_ang is None:
+                raise PwOutputError(spath, "'crystal axes' before 'lattice parameter (alat)'", i + 1)
+            rows = []
+            for k in (1, 2, 3):
+                m = _AXIS_LINE.match(lines[i + k]) if i + k < len(lines) else None
+                if not m or int(m.group(1)) != k:
+                    raise PwOutputError(spath, f"crystal axes: expected the row 'a({k}) = ( x y z )'", i + 1 + k)
+                rows.append(_floats(m.group(2).split(), spath, i + 1 + k, f"crystal axis a({k})"))
+            header_cell = np.array(rows, dtype=np.float64) * alat_ang
+            i += 4
+            continue
+        elif _SITE_HEADER.match(line) and site_pos is None:
+            if alat_ang is None or n_atoms is None:
+                raise PwOutputError(spath, "atomic positions before 'lattice parameter (alat)' and "
+                                    "'number of atoms/cell'", i + 1)
+            site_syms, site_pos, site_lines = [], [], []
+            j = i + 1
+            while j < len(lines) and len(site_pos) < n_atoms:
+                m = _SITE_LINE.match(lines[j])
+                if not m:
+                    break
+                if m.group(1).isdigit() and int(m.group(1)) != len(site_pos) + 1:
+                    raise PwOutputError(spath, f"positions block: expected site {len(site_pos) + 1}, "
+                                        f"found site {m.group(1)}", j + 1)
+                xyz = _floats(m.group(4).split(), spath, j + 1, f"position of site {m.group(1)}")
+                if xyz.shape != (3,):
+                    raise PwOutputError(spath, "a 'tau(' line needs 3 components", j + 1)
+                site_syms.append(m.group(2))
+                site_pos.append(xyz * alat_ang)
+                site_lines.append(j + 1)
+                j += 1
+            if len(site_pos) != n_atoms:
+                raise PwOutputError(spath, f"positions block lists {len(site_pos)} atoms, expected {n_atoms}",
+                                    i + 1)
+            site_pos = np.array(site_pos, dtype=np.float64)
+            i = j
+            continue
         elif "running on" in s and "processors" in s:
             m = re.search(r"running on\s+(\d+)\s+processor", s)
             n_proc = int(m.group(1)) if m else n_proc
-        elif "convergence NOT achieved" in s:
-            raise PwOutputError(spath, "SCF did not converge ('convergence NOT achieved')", i + 1)
+        elif "convergence NOT achieved" in s and not s.startswith("EXX"):
+            m = _NOT_CONVERGED.match(line)
+            n_iter = int(m.group(1)) if m and m.group(1).isdigit() else None
+            after = f" after {n_iter} iterations" if n_iter is not None else ""
+            raise ScfNotConvergedError(spath, f"SCF did not converge ('convergence NOT achieved{after}')",
+                                       i + 1, iterations=n_iter)
+        elif "EXX convergence NOT achieved" in s:
+            raise ScfNotConvergedError(spath, "EXX self-consistency did not converge "
+                                       "('EXX convergence NOT achieved')", i + 1)
         elif s.startswith("!") and "total energy" in s:
             frame = _next_frame(frames, frame)
             value = _floats([s.split("=")[1].split()[0]], spath, i + 1, "total energy")[0]
@@ -265,4 +342,4 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     if final_cell is None and final_pos is not None:
         final_cell = frames[-1].cell_ang
     return PwRun(spath, n_atoms, version, n_proc, wall, frames, final_cell, final_pos, final_symbols,
-                 alat_ang)
+                 alat_ang, header_cell, site_pos, site_syms, site_lines)
