@@ -206,6 +206,7 @@ def test_leonardo_profile_dry_run_shows_gpu_resources(workspace):
     assert proc.returncode == 0, proc.stderr[-3000:]
     blocks = re.findall(r"^rule dft:\n(.*?)\n\n", proc.stdout, re.M | re.S)
     assert len(blocks) == 276
-    for needle in ("slurm_partition=boost_usr_prod", "nodes=1", "tasks=4", "cpus_per_task=8", "gpu=4",
+    for needle in ("slurm_partition=boost_usr_prod", "nodes=1", "tasks=4", "cpus_per_task=8", "gres=gpu:4",
+                   "tasks_per_gpu=1",
                    "mpi=srun", "slurm_account=myproject"):
         assert all(needle in b for b in blocks), needle

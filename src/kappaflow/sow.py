@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,10 +182,17 @@ def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine
         key = engine_key(engine_tag, text)
         target = store_dir / key / "pw.in"
         if not target.exists():
+            # several sows may share the store (sweep points run in parallel): write a private temporary
+            # and link it into place only if no one did first, so an existing pw.in is never touched
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".in.tmp")
+            tmp = target.with_name(f"pw.in.tmp{os.getpid()}")
             tmp.write_text(text)
-            tmp.replace(target)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         jobs.append({"key": key, "role": role, "index": index, "n_atoms": len(atoms)})
 
     s2u = unit_index_map(ph3.supercell)

@@ -15,7 +15,7 @@ def stability_gate_outputs(wildcards):
     return gate_inputs(sow_out.manifest, sow_out.disp, f"{R}/dft")
 
 
-rule stability_gate:
+checkpoint stability_gate:
     conda:
         "../../envs/phonons.yaml"
     input:
@@ -54,9 +54,18 @@ def stability_gate_for_key(wildcards):
     keeps the inputs it was made from, so Snakemake's input-set trigger does not rerun it either."""
     if not STABILITY["enabled"]:
         return []
-    sow_out = checkpoints.sow.get().output
-    if wildcards.key not in gated_keys(sow_out.manifest, sow_out.disp):
+    # The gate is a checkpoint and pair jobs ask for it through checkpoints.stability_gate.get(): with a
+    # plain file input on the gate's JSON (a job that itself waits for the sow checkpoint), Snakemake
+    # dropped reap and the new pw.x jobs after a re-run sow (larger cutoff) and computed kappa from stale
+    # force constants (tests/test_pipeline_mock.py::test_larger_cutoff_runs_only_new_supercells).
+    # The sow's files are read directly: a dft job only exists once some consumer read its key from
+    # this manifest, so the file on disk is the current one.
+    manifest, disp = f"{R}/sow/manifest.json", f"{R}/sow/phono3py_disp.yaml"
+    if not (os.path.exists(manifest) and os.path.exists(disp)):
         return []
+    if wildcards.key not in gated_keys(manifest, disp):
+        return []
+    checkpoints.stability_gate.get()  # pair jobs are added once the gate has passed
     done = f"{R}/dft/{wildcards.key}/pw.out"
     if os.path.exists(done):
         try:
