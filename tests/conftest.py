@@ -9,16 +9,25 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
-@pytest.fixture
-def workspace(tmp_path):
-    """A copy of the workflow (Snakefile, rules, scripts, config) to run Snakemake in isolation."""
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs"):
+WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs")
+
+
+def copy_workflow(dest, names=WORKFLOW_FILES):
+    """Copy the workflow (Snakefile, rules, scripts, config, profiles, envs) into ``dest``; return it."""
+    dest = Path(dest)
+    for name in names:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, tmp_path / name, symlinks=False)
+            shutil.copytree(src, dest / name, symlinks=False)
         else:
-            shutil.copy(src, tmp_path / name)
-    return tmp_path
+            shutil.copy(src, dest / name)
+    return dest
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A copy of the workflow to run Snakemake in isolation."""
+    return copy_workflow(tmp_path)
 
 
 def run_snakemake(workdir, *args, env=None, check=True, timeout=1800):

@@ -7,7 +7,6 @@ MPI step of every pw.x job, the state of a failing job; kappa is compared with a
 """
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, mock_invocations, run_snakemake
-from kappaflow import cluster
+from conftest import WORKFLOW_FILES, copy_workflow, mock_invocations, run_snakemake
 from kappaflow.bte import read_kappa_csv
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -51,10 +49,9 @@ def slurm():
     c.stop()
 
 
-def copy_workflow(dest: Path) -> Path:
+def copy_checkout(dest: Path) -> Path:
     """A checkout of its own (package included: the jobs and the mock import it through PYTHONPATH)."""
-    for name in ("Snakefile", "workflow", "scripts", "config", "profiles", "envs", "src"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, dest / name)
+    copy_workflow(dest, WORKFLOW_FILES + ("src",))
     os.symlink("profiles/leonardo", dest / "leonardo")
     return dest
 
@@ -72,9 +69,14 @@ def slurm_snakemake(work, *targets, env=None, timeout=1500):
     return subprocess.run(cmd, cwd=work, env=full_env, capture_output=True, text=True)
 
 
-def records(slurm, since_ids=()):
-    """sacct rows of finished allocations, keyed by the rule in the plugin's --comment."""
-    rows = [r for r in slurm.sacct() if r["JobID"] not in since_ids]
+def job_ids(slurm) -> set:
+    return {r["JobID"] for r in slurm.sacct()}
+
+
+def new_records(slurm, before: set, n_new: int) -> list[dict]:
+    """sacct rows of the allocations that finished since ``before`` (waiting for at least ``n_new``),
+    each with the rule taken from the plugin's --comment."""
+    rows = [r for r in slurm.wait_for_accounting(len(before) + n_new) if r["JobID"] not in before]
     for r in rows:
         r["rule"] = r["Comment"].removeprefix("rule_").split("_wildcards_")[0]
     return rows
@@ -93,18 +95,14 @@ def tres(row):
 
 @pytest.fixture(scope="module")
 def cluster_run(slurm, tmp_path_factory):
-    work = copy_workflow(tmp_path_factory.mktemp("slurm_si"))
+    work = copy_checkout(tmp_path_factory.mktemp("slurm_si"))
     (work / "test.yaml").write_text(yaml.safe_dump({**SETTINGS, "dft": {"pw_command": SLURM_PW}}))
-    before = {r["JobID"] for r in slurm.sacct()}
-    # the submission bound, from the dry run of the same command (after the sow checkpoint)
+    before = job_ids(slurm)
     log = work / "mock.log"
     proc = slurm_snakemake(work, "all", MODEL, env={"KAPPAFLOW_MOCK_PW_LOG": str(log)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     n_jobs = len(list((work / "results/si/dft").glob("*/pw.out")))
-    rows = [r for r in slurm.wait_for_accounting(len(before) + n_jobs + 4) if r["JobID"] not in before]
-    for r in rows:
-        r["rule"] = r["Comment"].removeprefix("rule_").split("_wildcards_")[0]
-    return work, rows, proc
+    return work, new_records(slurm, before, n_jobs + 4), proc
 
 
 def test_dft_jobs_ran_on_the_gpu_partition_with_four_ranks_and_four_gpus(cluster_run):
@@ -146,7 +144,7 @@ def test_light_work_was_grouped_on_the_serial_partition(cluster_run):
 
 def test_kappa_equals_the_local_run(cluster_run, tmp_path):
     work, _, _ = cluster_run
-    local = copy_workflow(tmp_path)
+    local = copy_checkout(tmp_path)
     (local / "test.yaml").write_text(yaml.safe_dump({**SETTINGS, "dft": {"pw_command": MOCK}}))
     run_snakemake(local, "all", "--configfile", "test.yaml", env=own_package(local))
     on_cluster = read_kappa_csv(work / "results/si/bte/kappa.csv")
@@ -167,7 +165,7 @@ def test_failing_pwx_is_reported_and_the_rerun_completes_only_what_is_missing(cl
     settings = yaml.safe_load((work / "test.yaml").read_text())
     settings["sow"]["n_random"] += 1
     (work / "test.yaml").write_text(yaml.safe_dump(settings))
-    before = {r["JobID"] for r in slurm.sacct()}
+    before = job_ids(slurm)
     log = work / "mock_rerun.log"
 
     failed = slurm_snakemake(work, "all", env={"KAPPAFLOW_MOCK_PW_FAULT": f"crash@{work}/results/si/dft",
@@ -179,7 +177,7 @@ def test_failing_pwx_is_reported_and_the_rerun_completes_only_what_is_missing(cl
     victim = new_keys.pop()
     text = failed.stdout + failed.stderr
     assert "Error in rule dft" in text and victim in text
-    rows = [r for r in slurm.wait_for_accounting(len(before) + 3) if r["JobID"] not in before]
+    rows = new_records(slurm, before, 3)
     dft_rows = [r for r in rows if r["Comment"].startswith("rule_dft")]
     assert {r["Comment"] for r in dft_rows} == {f"rule_dft_wildcards_{victim}"}
     assert len(dft_rows) == 2 and all(r["State"] == "FAILED" for r in dft_rows)  # the profile retries once
@@ -187,10 +185,10 @@ def test_failing_pwx_is_reported_and_the_rerun_completes_only_what_is_missing(cl
     assert not (work / f"results/si/dft/{victim}/pw.out").exists()
     assert (work / f"results/si/dft/{victim}/pw.out.failed").exists()
 
-    before = {r["JobID"] for r in slurm.sacct()}
+    before = job_ids(slurm)
     ok = slurm_snakemake(work, "all", env={"KAPPAFLOW_MOCK_PW_LOG": str(log)})
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-4000:]
-    rows = [r for r in slurm.wait_for_accounting(len(before) + 3) if r["JobID"] not in before]
+    rows = new_records(slurm, before, 3)
     dft_rows = [r for r in rows if r["Comment"].startswith("rule_dft")]
     assert [(r["Comment"], r["State"]) for r in dft_rows] == [(f"rule_dft_wildcards_{victim}", "COMPLETED")]
     assert any(r["Comment"] == "rule_bte" and r["State"] == "COMPLETED" for r in rows)

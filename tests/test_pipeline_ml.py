@@ -1,7 +1,6 @@
 """The ML route in the DAG (Si, mock Stillinger–Weber): AIMD → dataset → G-vectors → TFRecords →
 committee → inference → injection → the DFT route's reap and BTE."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from kappaflow.ml import forcesfile
 from kappaflow.ml import steps as mlsteps
 from kappaflow.qe.pwout import read_pw_output
 
-from conftest import REPO, mock_invocations, run_snakemake
+from conftest import copy_workflow, mock_invocations, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +31,7 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def ml_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("si_ml")
-    for name in ("Snakefile", "workflow", "scripts", "config", "envs"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+    copy_workflow(work)
     (work / "ml.yaml").write_text(yaml.safe_dump(SETTINGS))
     run_snakemake(work, "all", "ml", "--configfile", "ml.yaml", timeout=3000)
     return work

@@ -17,7 +17,7 @@ from kappaflow.mock.potentials import stillinger_weber_si
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.structure import from_phonopy, to_phonopy
 
-from conftest import mock_invocations, run_snakemake
+from conftest import copy_workflow, mock_invocations, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +49,8 @@ def executed_rules(proc):
 
 @pytest.fixture(scope="module")
 def si_run(tmp_path_factory):
-    from conftest import REPO
-    import shutil
-
     work = tmp_path_factory.mktemp("si_mock")
-    for name in ("Snakefile", "workflow", "scripts", "config", "envs"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+    copy_workflow(work)
     cfg = write_config(work, "test.yaml", SI_SETTINGS)
     log = work / "mock1.log"
     run_snakemake(work, "--configfile", cfg, env={"KAPPAFLOW_MOCK_PW_LOG": str(log)})

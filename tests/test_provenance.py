@@ -4,7 +4,6 @@ recomputed here with hashlib, versions read from the packages, QE versions count
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import yaml
 
 from kappaflow import provenance
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +45,7 @@ def sha(path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("prov")
-    for name in ("Snakefile", "workflow", "scripts", "config", "envs"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+    copy_workflow(work)
     (work / "prov.yaml").write_text(yaml.safe_dump(SETTINGS))
     run_snakemake(work, *TABLES.values(), "--configfile", "prov.yaml", timeout=3000)
     records = {name: json.loads((work / path).with_name("kappa.provenance.json").read_text())

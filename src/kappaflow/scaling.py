@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import csv
 import math
-import shlex
 from pathlib import Path
 
 import numpy as np
 
 from kappaflow.errors import ConfigError
-from kappaflow.qe.pwin import parse_pw_input, read_pw_input
+from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
 
 FIELDS = ["run", "series", "supercell", "n_atoms", "k_mesh", "ranks", "wall_time_s", "speedup", "efficiency"]
@@ -97,7 +96,6 @@ def pw_command_for(scaling_cfg: dict, ranks: int) -> str:
     template = scaling_cfg["pw_command"]
     if "{ranks}" not in template:
         raise ConfigError(f"scaling.pw_command must contain {{ranks}} (got {template!r})")
-    shlex.split(template)
     return template.format(ranks=ranks)
 
 
@@ -106,8 +104,7 @@ def collect(runs: list[dict], outputs: dict) -> list[dict]:
     rows = []
     for run in runs:
         out = read_pw_output(outputs[run["name"]])
-        pw = parse_pw_input(Path(outputs[run["name"]]).with_name("pw.in").read_text(),
-                            str(Path(outputs[run["name"]]).with_name("pw.in")))
+        pw = read_pw_input(Path(outputs[run["name"]]).with_name("pw.in"))
         rows.append({"run": run["name"], "series": run["series"], "supercell": "x".join(map(str, run["supercell"])),
                      "n_atoms": out.n_atoms, "k_mesh": "x".join(map(str, _k_mesh(pw.k_points, pw.path))),
                      "ranks": run["ranks"], "wall_time_s": out.wall_time_s,
