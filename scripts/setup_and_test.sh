@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KAPPAFLOW_INSTALL_SLURM=1 bash scripts/install.sh
+source scripts/env.sh   # the virtual environment install.sh made (.venv)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 TF_CPP_MIN_LOG_LEVEL=3
 # the real-SLURM tests (marker slurm) must run here, not skip: a scheduler that cannot start fails them
 export KAPPAFLOW_REQUIRE_SLURM=1
-python3 -m pytest -q -rs --durations=15 tests "$@"
+python -m pytest -q -rs --durations=15 tests "$@"
