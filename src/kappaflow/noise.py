@@ -4,7 +4,8 @@ Zero-mean Gaussian noise of a given amplitude (standard deviation per Cartesian 
 added to the forces of every displaced supercell (the undisplaced one, whose forces are subtracted as
 residual forces, is left alone), and the DFT route's own reap and BTE run on the result.  No pw.x job
 runs: the finished outputs of the store are reused.  The same machinery takes ML-predicted forces
-instead of noise (``ml_forces``), which places a model's force error on the same curve.
+instead of noise (``ml_forces``, on every supercell, the undisplaced one included, so that the
+model's own residual force is subtracted), which places a model's force error on the same curve.
 
 Why κ falls: third-order force constants come from differences of forces between supercells displaced
 by h ≈ 0.01 Å, Φ3 ~ ΔF/h², so a force error δ gives an error ~δ/h² in every Φ3 element — including the
@@ -51,15 +52,20 @@ def noisy_forces(forces: dict, amplitude_ev_per_ang: float, seed: int) -> dict:
 
 
 def replaced_forces(forces: dict, manifest: dict, ml_forces: dict) -> dict:
-    """Forces with every displaced supercell's forces replaced by ``ml_forces[key]``."""
+    """Forces with every supercell's forces -- displaced ones *and* the undisplaced ``base`` /
+    ``fc2_base``, whose forces reap subtracts as residual forces -- replaced by ``ml_forces[key]``.
+
+    The undisplaced supercell must carry the model's own forces: a model's residual force at
+    equilibrium (or any offset common to all supercells) then cancels in the subtraction exactly as
+    the DFT residual does, and the study measures the model's error in the force *differences*.
+    Keeping the DFT base would leave the model's residual in every supercell (docs/noise.md)."""
     by_job = {(j["role"], j["index"]): j["key"] for j in manifest["jobs"]}
-    out = {}
-    for role, items in forces.items():
-        out[role] = {}
-        for index, f in items.items():
-            key = by_job[(role, index)]
-            out[role][index] = np.asarray(ml_forces[key], dtype=np.float64) if role in DISPLACED_ROLES else f
-    return out
+    missing = sorted({by_job[(role, index)] for role, items in forces.items() for index in items}
+                     - set(ml_forces))
+    if missing:
+        raise KeyError(f"no ML forces for supercell {missing[0]} ({len(missing)} missing)")
+    return {role: {index: np.asarray(ml_forces[by_job[(role, index)]], dtype=np.float64)
+                   for index in items} for role, items in forces.items()}
 
 
 def kappa_with_forces(ph3_loader, manifest: dict, forces: dict, fc_calculator: str, bte_cfg: dict,

@@ -275,7 +275,8 @@ def run_noise_job(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bte_
     if ml_forces_path:
         from kappaflow.ml.forcesfile import read_forces
 
-        keys = {j["key"]: j["n_atoms"] for j in manifest["jobs"] if j["role"] in noise.DISPLACED_ROLES}
+        # every supercell, the undisplaced one included: its ML forces are the residual subtracted
+        keys = {j["key"]: j["n_atoms"] for j in manifest["jobs"]}
         table = read_forces(ml_forces_path)
         missing = sorted(set(keys) - set(table))
         if missing:
