@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kappaflow import inject
-from kappaflow.errors import InputFileError, KappaflowError
+from kappaflow.errors import KappaflowError
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
 
@@ -116,31 +116,6 @@ def test_force_line_format_and_overflow():
         inject.force_line(10000, 1, [0.0, 0.0, 0.0])
     line = inject.force_line(12, 3, [-0.00103434, 0.03134155, 0.03134117])
     assert line == "     atom   12 type  3   force =    -0.00103434    0.03134155    0.03134117"
-
-
-def test_inject_into_template_output(tmp_path):
-    forces = random_forces(8, seed=3, scale=0.1)
-    out = tmp_path / "pw.out"
-    inject.inject_into_output(ALAS_OUT, forces, out, energy_ev=-900.0)
-    run = read_pw_output(out, expected_n_atoms=8)
-    assert run.qe_version == "kappaflow-ml"
-    np.testing.assert_array_equal(np.array([r[2] for r in thirdorder_grep(out)]), printed_ry(forces))
-    assert run.energy_ev / RY_EV_2018 == pytest.approx(-900.0 / RY_EV_2018, abs=0.5e-8)
-    text = out.read_text()
-    assert "pw.x v.6.7MaX" in text and "one-electron contribution" not in text
-    # everything else is the template's
-    real = ALAS_OUT.read_text().splitlines()
-    changed = [line for line in text.splitlines() if line not in real]
-    kinds = [("atom" in line and "force =" in line) or line.startswith("!    total energy")
-             or any(m in line for m in MARKED) for line in changed]
-    assert all(kinds) and len(changed) == 8 + 1 + 1 + 1 + sum("kappaflow ML injection:" in m for m in changed)
-    assert len(text.splitlines()) == len(real) + 6 - 5  # + marker lines and blank, - energy decomposition
-    # without an energy, the DFT energy stays and the marker says so
-    inject.inject_into_output(ALAS_OUT, forces, out)
-    assert read_pw_output(out).energy_ev == read_pw_output(ALAS_OUT).energy_ev
-    assert "the template's DFT energy, not an ML energy" in out.read_text()
-    with pytest.raises(InputFileError, match="injection needs a single-point"):
-        inject.inject_into_output(DATA / "si_md_qe6.7.out", random_forces(2), tmp_path / "md.out")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -231,15 +231,6 @@ def test_extxyz_reads_back_with_ase(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != path.name]
 
 
-def test_examples_from_store(tmp_path):
-    store = tmp_path / "dft"
-    (store / KEY).mkdir(parents=True)
-    (store / KEY / "pw.in").write_bytes(ALAS_IN.read_bytes())
-    (store / KEY / "pw.out").write_bytes(ALAS_OUT.read_bytes())
-    [ex] = dataset.examples_from_store(store, [KEY])
-    assert ex == dataset.example_from_pwout(ALAS_OUT, KEY, pw_input=ALAS_IN)
-
-
 def test_mock_pw_output_carries_its_structure(tmp_path):
     """kappaflow-mock-pw prints the starting structure in its header like pw.x (celldm(1), crystal axes,
     site positions in alat units, 7 decimals): with the input the example takes full precision,

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -49,7 +48,6 @@ BANNER = f"     Program PWSCF v.{ML_VERSION} (kappaflow ML injection; not a pw.x
 MODES = ("hybrid", "ml")
 #: agreement demanded between an ML structure and the pw.x input of its supercell (Å)
 STRUCTURE_TOLERANCE_ANG = 1e-6
-_FORCE_LINE = re.compile(r"^\s*atom\s+(\d+)\s+type\s+(\d+)\s+force\s+=")
 
 
 def _fixed(value: float, width: int, decimals: int, what: str) -> str:
@@ -197,66 +195,6 @@ def _write_checked(path, text: str, n_atoms: int, forces_ev_per_ang) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def inject_into_output(template_path, forces_ev_per_ang, out_path, energy_ev: float | None = None,
-                       note: str | None = None) -> None:
-    """Replace the forces (and, if given, the total energy) of a finished single-point pw.x output.
-
-    The template must pass kappaflow's strict parser and hold exactly one forces block without the
-    ``verbosity = 'high'`` force decomposition.  The type column of the template's force lines is kept;
-    the banner becomes ``Program PWSCF v.kappaflow-ml`` with marker lines naming the template and its QE
-    version.  Without ``energy_ev`` the template's (DFT) energy stays, and the marker says so."""
-    template_path = Path(template_path)
-    run = read_pw_output(template_path)
-    f = _check_forces(forces_ev_per_ang, run.n_atoms, str(template_path))
-    if energy_ev is not None and not np.isfinite(energy_ev):
-        raise KappaflowError(f"{template_path}: ML energy is {energy_ev}")
-    lines = template_path.read_text(errors="replace").splitlines()
-    headers = [i for i, s in enumerate(lines) if s.strip() == FORCES_HEADER]
-    if len(headers) != 1 or len(run.frames) != 1:
-        raise InputFileError(template_path, f"has {len(headers)} forces blocks and {len(run.frames)} "
-                             "configurations; injection needs a single-point (scf) output")
-    if any("to forces" in s and "contrib" in s for s in lines):
-        raise InputFileError(template_path, "lists the force decomposition (verbosity = 'high'); its DFT "
-                             "terms would contradict injected forces: use write_ml_output")
-    start = headers[0]
-    atom_rows = []
-    j = start + 1
-    while len(atom_rows) < run.n_atoms:
-        m = _FORCE_LINE.match(lines[j])
-        if m:
-            atom_rows.append((j, int(m.group(2))))
-        j += 1
-    total_at = next((k for k in range(j, min(j + 4, len(lines))) if lines[k].strip().startswith("Total force")),
-                    None)
-    block = forces_block(f, [t for _, t in atom_rows])
-    new_atoms = block[2:2 + run.n_atoms]
-    for (row, _), text in zip(atom_rows, new_atoms):
-        lines[row] = text
-    if total_at is not None:
-        lines[total_at] = block[2 + run.n_atoms + 1]
-    energy_at = [i for i, s in enumerate(lines) if s.startswith("!") and "total energy" in s]
-    if energy_ev is not None:
-        lines[energy_at[-1]] = energy_line(energy_ev)
-        # the DFT energy's decomposition would contradict the ML energy: drop it
-        terms = next((i for i in range(energy_at[-1], start)
-                      if lines[i].strip() == "The total energy is the sum of the following terms:"), None)
-        if terms is not None:
-            end = terms + 1
-            while end < start and lines[end].strip():
-                end += 1
-            del lines[terms:end]  # (the force lines, already replaced, lie after it)
-    banner = next((i for i, s in enumerate(lines) if s.strip().startswith("Program PWSCF")), None)
-    marks = _marker_lines(note, True, f"the pw.x output {template_path} (pw.x v.{run.qe_version})")
-    marks.append(f"     {MARKER} total energy: " + ("ML" if energy_ev is not None else
-                                                    "the template's DFT energy, not an ML energy"))
-    marks.append(f"     {MARKER} timings below are those of the template's pw.x run")
-    if banner is None:
-        lines[0:0] = ["", BANNER, "", *marks]
-    else:
-        lines[banner:banner + 1] = [BANNER, "", *marks]
-    _write_checked(out_path, "\n".join(lines) + "\n", run.n_atoms, f)
 
 
 def is_ml_injected(path) -> bool:

@@ -20,6 +20,7 @@ import csv
 import json
 from pathlib import Path
 
+from kappaflow.plotting import save_figure
 import numpy as np
 
 from kappaflow import reap as reap_mod
@@ -159,8 +160,7 @@ def plot(rows: list[dict], tol: dict, kappa_paths: dict, ratio_path, temperature
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+        save_figure(fig, path)
 
     temps = sorted({r["T_K"] for r in noise})
     t_sel = min(temps, key=lambda t: abs(t - temperature_k))
@@ -193,5 +193,4 @@ def plot(rows: list[dict], tol: dict, kappa_paths: dict, ratio_path, temperature
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(ratio_path)
-    plt.close(fig)
+    save_figure(fig, ratio_path)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kappaflow.plotting import save_figure
 import numpy as np
 
 from kappaflow.errors import ConfigError, InputFileError
@@ -582,8 +583,7 @@ def plot_plan(plan: dict, path) -> None:
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
         ax.grid(alpha=0.3, axis="y", which="both")
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_supercell_arg(text: str) -> list:

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from kappaflow.plotting import save_figure  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kappaflow.bte import KappaResult  # noqa: E402
@@ -25,8 +26,7 @@ def plot_kappa(result: KappaResult, path, title: str = "", log_scale: bool = Fal
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def band_path(primitive_cell: np.ndarray, n_points: int):
@@ -82,8 +82,7 @@ def plot_dispersion(phonon, path, n_points: int = 101, title: str = "") -> float
     ax.set_ylabel("Frequency (THz)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return fmin
 
 

@@ -17,6 +17,7 @@ import csv
 import math
 from pathlib import Path
 
+from kappaflow.plotting import save_figure
 import numpy as np
 
 from kappaflow.errors import ConfigError
@@ -153,8 +154,7 @@ def plot(rows: list[dict], strong_png, weak_png, title: str = "", unit: str = "M
     fig.suptitle(f"{title}: strong scaling, one displaced {cell} supercell ({strong[0]['n_atoms']} atoms)"
                  if strong else title)
     fig.tight_layout()
-    fig.savefig(strong_png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, strong_png, dpi=120)
 
     weak = sorted((r for r in rows if r["series"] == "weak"), key=lambda r: r["ranks"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
@@ -169,8 +169,7 @@ def plot(rows: list[dict], strong_png, weak_png, title: str = "", unit: str = "M
         ax.set_xticks(x, labels, fontsize=8)
     fig.suptitle(f"{title}: weak scaling (resources grow with the supercell, constant k-point density)")
     fig.tight_layout()
-    fig.savefig(weak_png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, weak_png, dpi=120)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ forces phono3py's ``produce_fc3`` turns into fc2) or, with ``sow.fc2_supercell``
 The gate builds fc2 from those forces with phonopy, computes the dispersion along the high-symmetry path
 (``report.plot_dispersion``) and on a Γ-centred mesh, and fails (a :class:`UnstableStructureError`)
 when a frequency falls below ``stability.tolerance_thz``; ``stability.override: true`` records the
-instability and goes on.  The Snakemake rule ``dft`` makes every pair-displaced supercell wait for the
-gate's JSON, so no pair pw.x job starts on an unstable structure.
+instability and goes on.  The Snakemake rule ``dft`` adds a pair-displaced supercell's pw.x job only once
+the pass marker of the current gate id exists (:func:`gate_id`, :func:`write_pass_marker`), so no
+pair pw.x job starts on an unstable structure or on a stale verdict.
 
 Random (rattled) and imported thirdorder sets have no single-displacement subset: their gate fits fc2
 from all supercells (``reap.produce_force_constants``) and can only stop the BTE, not the pw.x runs.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kappaflow import atomic
 from kappaflow.errors import KappaflowError
 
 #: the gate's kinds of FC2 source
@@ -102,6 +104,49 @@ def gated_keys(manifest_path, disp_yaml_path) -> frozenset:
     """Store keys whose pw.x run waits for the gate (cached by mtime: called once per dft job)."""
     return _gated_keys_cached(str(manifest_path), os.stat(manifest_path).st_mtime_ns,
                               str(disp_yaml_path), os.stat(disp_yaml_path).st_mtime_ns)
+
+
+def gate_id(manifest_path, disp_yaml_path, settings: dict) -> str:
+    """What a gate verdict is about: its pw.x force sets (store keys, or imported outputs) and the
+    settings it was judged with (``stability`` block, fc calculator).  A verdict in ``stability.json``
+    holds for the pair-displaced supercells only while this id is the same: a new structure or new
+    settings make a new id, whose pass marker does not exist yet, so the pair jobs wait for the gate
+    again (``workflow/rules/stability.smk``)."""
+    st_m, st_d = os.stat(manifest_path), os.stat(disp_yaml_path)
+    return _gate_id_cached(str(manifest_path), st_m.st_mtime_ns, str(disp_yaml_path), st_d.st_mtime_ns,
+                           json.dumps(settings, sort_keys=True))
+
+
+@lru_cache(maxsize=8)
+def _gate_id_cached(manifest_path: str, m_mtime: int, disp_yaml_path: str, d_mtime: int,
+                    settings_json: str) -> str:
+    import hashlib
+
+    plan = plan_from_files(manifest_path, disp_yaml_path)
+    sources = sorted(j.get("output", j["key"]) for j in plan["gate_jobs"])
+    text = json.dumps({"mode": plan["mode"], "force_sets": sources, "settings": json.loads(settings_json)},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_pass_marker(stability_json, expected_gate_id: str, marker_path) -> dict:
+    """The gate's verdict for ``expected_gate_id``, as a marker the pair-displaced pw.x jobs wait for.
+
+    Refuses a ``stability.json`` written for another gate id (another structure or other settings) or
+    one that did not pass -- never lets pair jobs through on a stale verdict."""
+    summary = json.loads(Path(stability_json).read_text())
+    found = (summary.get("source") or {}).get("gate_id")
+    if found != expected_gate_id:
+        raise KappaflowError(f"{stability_json}: the verdict is for gate {found}, but the current sow and "
+                             f"stability settings make gate {expected_gate_id}: rerun the gate "
+                             f"(snakemake --forcerun stability_gate)")
+    if not summary.get("passed"):
+        raise UnstableStructureError(f"{stability_json}: status {summary.get('status')}: the pair-displaced "
+                                     "supercells are not computed")
+    record = {"gate_id": expected_gate_id, "status": summary["status"],
+              "lowest_frequency_thz": summary["lowest_frequency_thz"], "stability_json": str(stability_json)}
+    atomic.write_text(marker_path, json.dumps(record, indent=1) + "\n")
+    return record
 
 
 # --- fc2 from the gate's supercells -------------------------------------------------------------
@@ -191,7 +236,7 @@ def check_stability(phonon, cfg: dict, out: dict, title: str = "", source: dict 
         if Path(path).exists():
             Path(path).unlink()
     Path(out["figure"]).parent.mkdir(parents=True, exist_ok=True)
-    tmp_fig = Path(out["figure"]).with_name(f".{Path(out['figure']).name}.tmp{os.getpid()}.png")
+    tmp_fig = atomic.temporary_sibling(out["figure"]).with_suffix(".png")
     res = analyse(phonon, cfg["mesh"], cfg["band_points"], tmp_fig, title=title)
     mesh = res["mesh"]
     w = mesh.pop("weights")
@@ -214,11 +259,8 @@ def check_stability(phonon, cfg: dict, out: dict, title: str = "", source: dict 
     freq, dos = res["dos"]
     dos_text = "frequency_thz,dos_states_per_thz\n" + "".join(f"{a!r},{b!r}\n" for a, b in zip(freq, dos))
     for key, text in (("json", json.dumps(summary, indent=1)), ("dos", dos_text)):
-        path = Path(targets[key])
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        tmp.replace(path)
-    tmp_fig.replace(targets["figure"])
+        atomic.write_text(targets[key], text)
+    os.replace(tmp_fig, targets["figure"])  # written by save_figure (atomic) under a private name
     if not summary["passed"]:
         q = ", ".join(f"{x:.4f}" for x in summary["lowest_q_frac"])
         raise UnstableStructureError(

@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from kappaflow import bte as bte_mod
 from kappaflow import dft, reap, sow
+from kappaflow.atomic import atomic_path  # noqa: F401  (the one atomic-write helper; re-exported)
 from kappaflow.errors import KappaflowError
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
@@ -36,20 +36,6 @@ def progress(message: str) -> None:
     for path in LOG_FILES:
         with open(path, "a") as fh:
             fh.write(line + "\n")
-
-
-@contextmanager
-def atomic_path(path):
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # --- structure ----------------------------------------------------------------------------------
@@ -339,6 +325,12 @@ def run_noise_summary(noise_csvs, ml_csvs: dict, band: float, out: dict) -> dict
 
 
 # --- stability gate -----------------------------------------------------------------------------
+def gate_settings(stability_cfg: dict, reap_cfg: dict) -> dict:
+    """The settings a gate verdict depends on (part of :func:`kappaflow.stability.gate_id`)."""
+    return {"stability": {k: v for k, v in stability_cfg.items() if k != "enabled"},
+            "fc_calculator": reap_cfg["fc_calculator"]}
+
+
 def run_stability_gate(manifest_path, disp_yaml_path, store_dir, stability_cfg: dict, reap_cfg: dict,
                        out: dict, title: str = "") -> dict:
     """FC2 from the single-displacement supercells, dispersion + mesh; raises when unstable
@@ -352,7 +344,9 @@ def run_stability_gate(manifest_path, disp_yaml_path, store_dir, stability_cfg: 
     progress(f"stability: fc2 from {len({j['key'] for j in plan['gate_jobs']})} pw.x runs ({plan['mode']}), "
              f"{len(plan['gated_keys'])} supercells wait for the gate")
     phonon = stability.fc2_phonopy(ph3, manifest, plan, forces, reap_cfg["fc_calculator"])
-    source = {"mode": plan["mode"], "n_force_sets": len({j["key"] for j in plan["gate_jobs"]}),
+    source = {"mode": plan["mode"], "gate_id": stability.gate_id(manifest_path, disp_yaml_path,
+                                                                  gate_settings(stability_cfg, reap_cfg)),
+              "n_force_sets": len({j["key"] for j in plan["gate_jobs"]}),
               "keys": sorted({j["key"] for j in plan["gate_jobs"]}), "n_gated_supercells": len(plan["gated_keys"])}
     summary = stability.check_stability(phonon, stability_cfg, out, title=title, source=source)
     progress(f"stability: {summary['status']}: lowest frequency {summary['lowest_frequency_thz']:.4f} THz at "

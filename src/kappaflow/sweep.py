@@ -35,6 +35,7 @@ import math
 import time
 from pathlib import Path
 
+from kappaflow.plotting import save_figure
 import numpy as np
 
 from kappaflow.errors import InputFileError
@@ -292,8 +293,7 @@ def plot(rows: list[dict], verdicts: dict, path, tolerance: float) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_sweep_summary(structure_path, kappa_points: dict, force_points: dict, kappa_jsons: dict,

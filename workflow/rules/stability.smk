@@ -1,13 +1,16 @@
 # Stability gate (docs/provenance.md): FC2 from the single-displacement supercells only, phonons on the
 # high-symmetry path and a mesh; imaginary modes below stability.tolerance_thz stop the run here with
-# the dispersion figure (kept as stability/dispersion.unstable.png).  Rule dft makes every
-# pair-displaced supercell wait for stability.json, so none of those pw.x jobs starts on an unstable
-# structure; stability.override: true records the instability and goes on.
-from snakemake.io import _IOFile
-
-from kappaflow.stability import gate_inputs, gated_keys
+# the dispersion figure (kept as stability/dispersion.unstable.png); stability.override: true records the
+# instability and goes on.
+# Ordering: a pair-displaced supercell's pw.x job is added to the DAG only once the pass marker of the
+# current gate id exists (checkpoint stability_pass).  The id hashes the gate's force sets and settings,
+# so a new structure or new settings wait for the gate again, while rule dft gets no file input from the
+# gate: re-running or enabling the gate never reruns a finished pw.x job.
+from kappaflow.stability import gate_id, gate_inputs, gated_keys
+from kappaflow.steps import gate_settings
 
 STABILITY = config["stability"]
+GATE_SETTINGS = gate_settings(STABILITY, config["reap"])
 
 
 def stability_gate_outputs(wildcards):
@@ -38,40 +41,38 @@ checkpoint stability_gate:
         "../../scripts/stability_gate.py"
 
 
+checkpoint stability_pass:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        json=f"{R}/stability/stability.json",
+    output:
+        f"{R}/stability/pass/{{gate}}.json",
+    wildcard_constraints:
+        gate="[0-9a-f]{16}",
+    log:
+        f"{R}/logs/stability_pass/{{gate}}.log",
+    script:
+        "../../scripts/stability_pass.py"
+
+
 rule stability:
     input:
         f"{R}/stability/stability.json",
 
 
-STABILITY_JSON = f"{R}/stability/stability.json"
-
-
 def stability_gate_for_key(wildcards):
-    """Rule dft's extra input: the gate's JSON for a pair-displaced supercell, nothing otherwise.
+    """Rule dft's gate for a pair-displaced supercell: no file, but the job exists only once the current
+    gate id has passed (checkpoints.stability_pass.get() raises until its marker is made).
 
-    ancient(): a gate that reruns (new sow, other tolerance) and passes does not rerun finished pw.x
-    jobs.  A pw.out finished without the gate in its recorded inputs (results from before the gate)
-    keeps the inputs it was made from, so Snakemake's input-set trigger does not rerun it either."""
+    The sow's files are read directly: a dft job only exists once some consumer read its key from this
+    manifest, so the file on disk is the current one."""
     if not STABILITY["enabled"]:
         return []
-    # The gate is a checkpoint and pair jobs ask for it through checkpoints.stability_gate.get(): with a
-    # plain file input on the gate's JSON (a job that itself waits for the sow checkpoint), Snakemake
-    # dropped reap and the new pw.x jobs after a re-run sow (larger cutoff) and computed kappa from stale
-    # force constants (tests/test_pipeline_mock.py::test_larger_cutoff_runs_only_new_supercells).
-    # The sow's files are read directly: a dft job only exists once some consumer read its key from
-    # this manifest, so the file on disk is the current one.
     manifest, disp = f"{R}/sow/manifest.json", f"{R}/sow/phono3py_disp.yaml"
     if not (os.path.exists(manifest) and os.path.exists(disp)):
         return []
     if wildcards.key not in gated_keys(manifest, disp):
         return []
-    checkpoints.stability_gate.get()  # pair jobs are added once the gate has passed
-    done = f"{R}/dft/{wildcards.key}/pw.out"
-    if os.path.exists(done):
-        try:
-            recorded = workflow.persistence.input(_IOFile(done, None))
-        except Exception:  # no persistence (e.g. linting): treat as recorded without the gate
-            recorded = None
-        if not recorded or STABILITY_JSON not in recorded:
-            return []
-    return ancient(STABILITY_JSON)
+    checkpoints.stability_pass.get(gate=gate_id(manifest, disp, GATE_SETTINGS))
+    return []

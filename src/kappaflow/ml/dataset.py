@@ -218,13 +218,6 @@ def example_from_pwout(path, key: str, frame: int = -1, pw_input=None,
     return make_example(key, symbols, cell, positions, fr.energy_ev, forces)
 
 
-def examples_from_store(dft_dir, keys, frame: int = -1) -> list[dict]:
-    """Examples of the finished runs ``dft_dir/<key>/pw.out`` with their inputs ``dft_dir/<key>/pw.in``."""
-    dft_dir = Path(dft_dir)
-    return [example_from_pwout(dft_dir / k / "pw.out", k, frame=frame, pw_input=dft_dir / k / "pw.in")
-            for k in keys]
-
-
 def make_example(key: str, symbols, cell_ang, positions_ang, energy_ev: float, forces_ev_per_ang) -> dict:
     """An example dict (Å, cartesian, eV, eV/Å) from arrays; values become Python floats."""
     check_key(key)

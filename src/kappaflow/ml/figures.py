@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from kappaflow.plotting import save_figure  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kappaflow.bte import read_kappa_csv  # noqa: E402
@@ -41,8 +42,7 @@ def plot_kappa_ml_vs_dft(dft_csv, ml_csvs: dict, path, title: str = "") -> None:
     axes[1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _force_table(forces_path):
@@ -77,8 +77,7 @@ def plot_parity(forces_path, path, title: str = "") -> dict:
     axes[1].set_title("residual density", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return {"force_rmse_ev_per_ang": rmse, "max_abs_error_ev_per_ang": float(np.abs(resid).max()) if resid.size
             else float("nan"), "n_components": int(resid.size)}
 
@@ -116,8 +115,7 @@ def plot_training_curves(metrics_paths: list, path, title: str = "") -> None:
     axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_committee_disagreement(forces_path, sigma_path, path, title: str = "") -> dict:
@@ -142,8 +140,7 @@ def plot_committee_disagreement(forces_path, sigma_path, path, title: str = "") 
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     corr = float(np.corrcoef(smag, err)[0, 1]) if len(err) > 2 and smag.std() > 0 and err.std() > 0 else float("nan")
     return {"spread_error_correlation": corr, "mean_spread_ev_per_ang": float(smag.mean())}
 

@@ -100,6 +100,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from kappaflow.ml.gvectors import Descriptors, MBPParameters
+from kappaflow.ml.ontheflytf import CommitteeEvaluator, committee_summary
+from kappaflow.ml.tfimport import activation
 
 __all__ = ["ACTIVATIONS", "NetworkSettings", "TrainSettings", "split_keys", "split_records",
            "train_model", "evaluate_records", "save_model", "NetworkPotential", "Committee", "MODEL_FORMAT"]
@@ -116,9 +118,9 @@ METRICS_COLUMNS = ("epoch", "train_energy_rmse_mev_per_atom", "train_force_rmse_
 
 
 def _import_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-    return tf
+    from kappaflow.ml.tfimport import import_tensorflow
+
+    return import_tensorflow()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -507,18 +509,6 @@ class Committee:
     def n_members(self) -> int:
         return len(self.models)
 
-    @staticmethod
-    def _summary(E_members, F_members) -> dict:
-        # Spread computed from differences to the first member: exactly zero for identical members.
-        dE = E_members - E_members[0]
-        dF = F_members - F_members[0]
-        return {"energy_ev": float(E_members[0] + dE.mean()),
-                "energy_std_ev": float(dE.std()),
-                "forces_ev_per_ang": F_members[0] + dF.mean(axis=0),
-                "forces_std_ev_per_ang": dF.std(axis=0),
-                "members_energy_ev": E_members,
-                "members_forces": F_members}
-
     def predict(self, desc: Descriptors) -> dict:
         """Committee prediction for one structure (descriptors with derivatives):
         ``energy_ev``, ``energy_std_ev``, ``forces_ev_per_ang`` (n, 3, mean over members),
@@ -529,7 +519,7 @@ class Committee:
             raise ValueError("forces need descriptors with derivatives")
         E, dE = self._stack.atomic(desc.G, desc.species_index)
         F = _forces_from_dE(dE, desc.dG_pairs, desc.dG_values, desc.n_atoms)
-        return self._summary(E.sum(axis=1), F)
+        return committee_summary(E.sum(axis=1), F)
 
     def predict_many(self, items: Sequence, batch_atoms: int = 4000) -> list[dict]:
         """Predictions (as :meth:`predict`) for many structures.
@@ -549,7 +539,6 @@ class Committee:
         from ase import Atoms
         if all(isinstance(x, Atoms) for x in items):
             if self._otf is None:
-                from kappaflow.ml.ontheflytf import CommitteeEvaluator
                 self._otf = CommitteeEvaluator(self)
             return self._otf.predict_many(items, batch_atoms=batch_atoms)
         raise TypeError("predict_many: give a list of Descriptors or a list of ase.Atoms")
@@ -569,7 +558,7 @@ class Committee:
         for s, d in enumerate(descs):
             a, b = start[s], start[s + 1]
             F = _forces_from_dE(dE[:, a:b], d.dG_pairs, d.dG_values, d.n_atoms)
-            out.append(self._summary(E[:, a:b].sum(axis=1), F))
+            out.append(committee_summary(E[:, a:b].sum(axis=1), F))
         return out
 
 
@@ -729,18 +718,6 @@ def _init_weights(rng, sizes, S):
     return weights
 
 
-def _act_tf(tf, name):
-    if name == "gaussian":
-        return lambda z: tf.exp(-z * z)
-    if name == "tanh":
-        return tf.tanh
-    if name == "softplus":
-        return tf.nn.softplus
-    if name == "silu":
-        return lambda z: z * tf.sigmoid(z)
-    raise ValueError(name)
-
-
 class _TFNetwork:
     """The per-species networks as float64 TensorFlow variables, and the force/energy graph used both
     by the training loop and by :func:`evaluate_records`."""
@@ -760,7 +737,7 @@ class _TFNetwork:
         self.g_inv_std = tf.constant(1.0 / np.asarray(g_std), f64)
         self.offsets = tf.constant(offsets, f64)
         self.scale = tf.constant(scale, f64)
-        self.act = _act_tf(tf, network.activation)
+        self.act = activation(tf, network.activation)
         self.n_layers = len(network.hidden_layers) + 1
         i64 = tf.int64
         self.signature = [tf.TensorSpec([None, self.g], f64), tf.TensorSpec([None], tf.int32),

@@ -32,22 +32,22 @@ API
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from kappaflow.ml.gvectors import MIN_DISTANCE_ANG, MBPParameters, _checked_cell, _normalise_pbc
+from kappaflow.ml.tfimport import activation
 
 __all__ = ["Geometry", "build_geometry", "geometry_for_atoms", "concat_geometries", "descriptors_tf",
            "descriptors_numpy", "CommitteeEvaluator"]
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-    return tf
+    from kappaflow.ml.tfimport import import_tensorflow
+
+    return import_tensorflow()
 
 
 @dataclass
@@ -326,9 +326,18 @@ def _fused_graph(tf, params: MBPParameters, dE_dG_fn, positions, ent_i, ent_j, e
 # ------------------------------------------------------------------------------------------------
 # Committee evaluation
 # ------------------------------------------------------------------------------------------------
-def _act_tf(tf, name):
-    from kappaflow.ml.model import _act_tf as act
-    return act(tf, name)
+def committee_summary(E_members, F_members) -> dict:
+    """Mean and spread of a committee's energies (M,) and forces (M, n, 3) for one structure.
+
+    The spread is computed from differences to the first member: exactly zero for identical members."""
+    dE = E_members - E_members[0]
+    dF = F_members - F_members[0]
+    return {"energy_ev": float(E_members[0] + dE.mean()),
+            "energy_std_ev": float(dE.std()),
+            "forces_ev_per_ang": F_members[0] + dF.mean(axis=0),
+            "forces_std_ev_per_ang": dF.std(axis=0),
+            "members_energy_ev": E_members,
+            "members_forces": F_members}
 
 
 class CommitteeEvaluator:
@@ -336,14 +345,11 @@ class CommitteeEvaluator:
     descriptors computed on the fly in TensorFlow; one compiled graph for any batch of structures."""
 
     def __init__(self, committee, method: str = "fused"):
-        from kappaflow.ml.model import Committee, NetworkPotential
-
         if method not in ("fused", "autodiff"):
             raise ValueError(f"method must be 'fused' or 'autodiff', got {method!r}")
         self.method = method
 
-        if isinstance(committee, NetworkPotential):
-            committee = Committee([committee])
+        # a Committee or one NetworkPotential: both carry the members stacked as ``_stack``
         self.committee = committee
         self.params = committee.params
         tf = _tf()
@@ -356,7 +362,7 @@ class CommitteeEvaluator:
         g_inv = tf.constant(st.g_inv_std, f64)
         offsets = tf.constant(st.offsets, f64)        # (M, S)
         scale = tf.constant(st.scale, f64)            # (M,)
-        act = _act_tf(tf, st.activation)
+        act = activation(tf, st.activation)
         M = st.n_members
         params = self.params
         g = params.g_size
@@ -441,8 +447,6 @@ class CommitteeEvaluator:
 
     def predict_many(self, atoms_list, batch_atoms: int = 4000) -> list[dict]:
         """:meth:`Committee.predict`-style dicts for every ``ase.Atoms`` of ``atoms_list``."""
-        from kappaflow.ml.model import Committee
-
         geoms = [geometry_for_atoms(a, self.params) for a in atoms_list]
         out = []
         start = 0
@@ -456,7 +460,7 @@ class CommitteeEvaluator:
             a0 = 0
             for s in range(stop - start):
                 na = geoms[start + s].n_atoms
-                out.append(Committee._summary(E[:, s], F[:, a0:a0 + na]))
+                out.append(committee_summary(E[:, s], F[:, a0:a0 + na]))
                 a0 += na
             start = stop
         return out

@@ -57,9 +57,9 @@ RECORD_KEYS = ("key", "symbols", "species_index", "positions_ang", "cell_ang", "
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-    return tf
+    from kappaflow.ml.tfimport import import_tensorflow
+
+    return import_tensorflow()
 
 
 def shard_name(prefix: str, i: int, n: int) -> str:
