@@ -373,12 +373,7 @@ def _element(label: str) -> str:
 
 
 def _ibrav_cell(ibrav, a, sysval, path):
-    b_over_a = sysval("celldm(2)", None)
-    c_over_a = sysval("celldm(3)", None)
-    if c_over_a is None and sysval("c") is not None:
-        c_over_a = float(sysval("c")) / a
-    if b_over_a is None and sysval("b") is not None:
-        b_over_a = float(sysval("b")) / a
+    """The cell (Å, rows) of pw.x's Bravais lattice ``ibrav`` with lattice parameter ``a`` (Å)."""
     if ibrav == 1:
         return a * np.eye(3)
     if ibrav == 2:
@@ -386,13 +381,31 @@ def _ibrav_cell(ibrav, a, sysval, path):
     if ibrav == 3:
         return a / 2 * np.array([[1, 1, 1], [-1, 1, 1], [-1, -1, 1]], dtype=np.float64)
     if ibrav == 4:
+        c_over_a = _axis_ratio(sysval, a, ibrav, path, 3, "c")
         return a * np.array([[1, 0, 0], [-0.5, math.sqrt(3) / 2, 0], [0, 0, c_over_a]], dtype=np.float64)
     if ibrav == 6:
-        return a * np.diag([1.0, 1.0, c_over_a])
+        return a * np.diag([1.0, 1.0, _axis_ratio(sysval, a, ibrav, path, 3, "c")])
     if ibrav == 8:
-        return a * np.diag([1.0, b_over_a, c_over_a])
+        b_over_a = _axis_ratio(sysval, a, ibrav, path, 2, "b")
+        return a * np.diag([1.0, b_over_a, _axis_ratio(sysval, a, ibrav, path, 3, "c")])
     raise InputFileError(path, f"ibrav = {ibrav} is not supported; write the cell as ibrav = 0 with "
                          "CELL_PARAMETERS")
+
+
+def _axis_ratio(sysval, a, ibrav, path, celldm_index: int, length: str) -> float:
+    """b/a (celldm(2), or B/A) or c/a (celldm(3), or C/A) of an ibrav lattice: given and positive, or an
+    error naming the variable (pw.x needs it; a silent default would build a NaN or a wrong cell)."""
+    celldm = f"celldm({celldm_index})"
+    ratio = sysval(celldm, None)
+    if ratio is None and isinstance(sysval(length, None), (int, float)):
+        ratio = float(sysval(length)) / a  # B, C in Å
+    if ratio is None:
+        raise InputFileError(path, f"ibrav = {ibrav} needs {celldm} in &SYSTEM (or {length.upper()} with A): "
+                             f"the {length}/a ratio of the lattice is missing")
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not math.isfinite(ratio) or ratio <= 0:
+        raise InputFileError(path, f"ibrav = {ibrav}: {celldm} (or {length.upper()}/A) must be a positive "
+                             f"number, found {ratio!r}")
+    return float(ratio)
 
 
 # ------------------------------------------------------------------------------------------------
