@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kappaflow import units
-from kappaflow.errors import KappaflowError, PwOutputError
+from kappaflow.errors import ConfigError, KappaflowError, PwOutputError
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import ScfNotConvergedError, read_pw_output
 
@@ -238,6 +238,35 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
         failed.unlink()
     log(f"pw.x: done in {elapsed:.1f} s (pw.x WALL {run.wall_time_s:.1f} s) -> {output_path}")
     return run.wall_time_s
+
+
+def run_dft(input_path, output_path, dft_cfg: dict) -> float:
+    """One pw.x run of the ``dft`` (or ``relax``) rule with the config's ``dft`` block: SCF rescue of
+    ``dft.scf_rescue``; a final failure writes failure.json.  Progress goes to the rule's log."""
+    from kappaflow.logs import LOG_FILES, progress
+
+    return run_pw(input_path, output_path, dft_cfg["pw_command"], keep_scratch=dft_cfg["keep_scratch"],
+                  log=progress, rescue=dft_cfg.get("scf_rescue"), rule_log=LOG_FILES[-1] if LOG_FILES else None)
+
+
+def scaling_pw_command(scaling_cfg: dict, ranks: int) -> str:
+    """The scaling study's launch command for ``ranks`` MPI ranks ({ranks} in ``scaling.pw_command``);
+    one rank: ``scaling.pw_command_serial`` (no srun inside the job step's own srun)."""
+    if ranks == 1:
+        return scaling_cfg["pw_command_serial"]
+    template = scaling_cfg["pw_command"]
+    if "{ranks}" not in template:
+        raise ConfigError(f"scaling.pw_command must contain {{ranks}} (got {template!r})")
+    return template.format(ranks=ranks)
+
+
+def run_scaling_pw(input_path, output_path, scaling_cfg: dict, ranks: int) -> float:
+    """One pw.x run of the scaling study on ``ranks`` MPI ranks (rules scaling_run_*)."""
+    from kappaflow.logs import progress
+
+    wall = run_pw(input_path, output_path, scaling_pw_command(scaling_cfg, int(ranks)), log=progress)
+    progress(f"scaling: {Path(output_path).parent.name}: pw.x WALL {wall:.2f} s on {ranks} rank(s)")
+    return wall
 
 
 def _wall_time_or_none(path) -> float | None:

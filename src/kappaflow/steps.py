@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,23 +18,12 @@ import numpy as np
 from kappaflow import bte as bte_mod
 from kappaflow import dft, reap, sow
 from kappaflow.errors import KappaflowError
+from kappaflow.logs import LOG_FILES, progress  # noqa: F401  (re-exported: scripts and the CLI use them)
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
 from kappaflow.structure import read_structure, write_structure
 
 log = logging.getLogger("kappaflow")
-
-
-LOG_FILES: list[Path] = []
-
-
-def progress(message: str) -> None:
-    """Progress to standard error and to the rule's log file (if a script registered one)."""
-    line = f"[kappaflow] {message}"
-    print(line, file=sys.stderr, flush=True)
-    for path in LOG_FILES:
-        with open(path, "a") as fh:
-            fh.write(line + "\n")
 
 
 @contextmanager
@@ -148,10 +136,7 @@ def imported_outputs(manifest_path) -> list[str]:
 
 
 # --- dft ----------------------------------------------------------------------------------------
-def run_dft(input_path, output_path, dft_cfg: dict) -> None:
-    """One pw.x run with the SCF rescue of ``dft.scf_rescue``; a final failure writes failure.json."""
-    dft.run_pw(input_path, output_path, dft_cfg["pw_command"], keep_scratch=dft_cfg["keep_scratch"],
-               log=progress, rescue=dft_cfg.get("scf_rescue"), rule_log=LOG_FILES[-1] if LOG_FILES else None)
+run_dft = dft.run_dft  # one pw.x run (kappaflow.dft.run_dft; scripts/run_pw.py calls it without this module)
 
 
 def run_cost(manifest_path, store_dir, dft_cfg: dict, table_path, summary_path) -> dict:
