@@ -2,7 +2,9 @@
 
 Every way a pw.x run can be unusable raises :class:`PwOutputError` with the file, the line where known,
 and the reason: the run did not finish (``JOB DONE`` missing), the SCF did not converge (the subclass
-:class:`ScfNotConvergedError`, which :mod:`kappaflow.dft` recognises and rescues), the atom count
+:class:`ScfNotConvergedError`, which :mod:`kappaflow.dft` recognises and rescues), a relax/vc-relax
+whose BFGS stopped unconverged (:class:`RelaxNotConvergedError`: ``nstep`` reached, or two
+consecutive history resets, which pw.x 6.7 reports as "bfgs converged"), the atom count
 is not the expected one, the forces block is missing or incomplete, a force is NaN or overflowed
 (``*****``).  Nothing is ever silently replaced.
 
@@ -35,6 +37,19 @@ class ScfNotConvergedError(PwOutputError):
         self.iterations = iterations
 
 
+class RelaxNotConvergedError(PwOutputError):
+    """A relax or vc-relax whose BFGS did not converge although pw.x finished (``JOB DONE``).
+
+    pw.x 6.7 (Modules/bfgs_module.f90, PW/src/move_ions.f90) ends a BFGS in two ways that are not a
+    relaxed structure: ``nstep`` reached (terminate_bfgs: ``The maximum number of steps has been
+    reached.``, no final coordinates, exit code 3), and the trust radius falling below
+    ``trust_radius_min`` on two consecutive steps (``infomsg``: ``Message from routine bfgs:`` /
+    ``history already reset at previous step: stopping``), after which bfgs sets ``conv_bfgs`` and pw.x
+    prints ``bfgs converged in ...``, ``Begin final coordinates`` and exits with code 0."""
+
+    reason_code = "relax_not_converged"
+
+
 FORCES_HEADER = "Forces acting on atoms (cartesian axes, Ry/au):"
 _FORCE_LINE = re.compile(r"^\s*atom\s+(\d+)\s+type\s+(\d+)\s+force\s+=\s+(.*)$")
 _WALL = re.compile(r"^\s*PWSCF\s*:.*CPU\s+(.*)WALL\s*$")
@@ -46,6 +61,16 @@ _NOT_CONVERGED = re.compile(r"^\s*convergence NOT achieved after\s*(\d+|\*+)\s*i
 _SITE_HEADER = re.compile(r"^\s*site n\.\s+atom\s+positions \(alat units\)\s*$")
 _SITE_LINE = re.compile(r"^\s*(\d+|\*+)\s+(\S+)\s+tau\(\s*(\d+|\*+)\)\s*=\s*\((.*)\)\s*$")
 _AXIS_LINE = re.compile(r"^\s*a\((\d)\)\s*=\s*\((.*)\)\s*$")
+# bfgs_module.f90 (QE 6.7): infomsg('bfgs', 'history already reset at previous step: stopping'),
+# terminate_bfgs: '(/,5X,"bfgs converged in ",I3," scf cycles and ",I3," bfgs steps")' and
+# '(/,5X,"The maximum number of steps has been reached.")' then '(/,5X,"End of BFGS Geometry Optimization")';
+# the errors of the last step: '(5X,"Energy error",T30,"= ",1PE12.1)' (and Gradient, Cell gradient)
+# (later QE versions print '...: exiting' and '(/,5X,"bfgs failed after ",I3," scf cycles and ",...)')
+BFGS_RESET_STOP = "history already reset at previous step: stopping"
+BFGS_FAILED = "bfgs failed after"
+BFGS_MAX_STEPS = "The maximum number of steps has been reached."
+BFGS_END = "End of BFGS Geometry Optimization"
+_BFGS_ERROR = re.compile(r"^\s*((?:Energy|Gradient|Cell gradient) error)\s*=\s*(\S+(?: Ry/Bohr| Ry| kbar)?)\s*$")
 
 
 @dataclass
@@ -151,6 +176,28 @@ def _read_positions(lines: list[str], i: int, path: str, n_atoms: int | None, ce
     return syms, pos, j
 
 
+def _next_nonblank(lines: list[str], i: int) -> str | None:
+    for line in lines[i + 1:i + 4]:
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def _format_bfgs_errors(errors: dict[str, str]) -> str:
+    if not errors:
+        return ""
+    return "; last step: " + ", ".join(f"{k.lower()} {v}" for k, v in errors.items())
+
+
+def _bfgs_reset_reason(converged_line: str, following: list[str], errors: dict[str, str]) -> str:
+    criteria = following[0].strip() if following and "criteria" in following[0] else ""
+    return ("the BFGS relaxation failed: its trust radius fell below trust_radius_min on two consecutive "
+            f"steps ('{BFGS_RESET_STOP}'); pw.x then prints '{converged_line}' and final coordinates "
+            f"anyway, but the structure is not relaxed{_format_bfgs_errors(errors)}"
+            f"{' ' + criteria if criteria else ''}. Loosen etot_conv_thr/forc_conv_thr/press_conv_thr, lower "
+            "trust_radius_min (&IONS), or restart from the last coordinates")
+
+
 def _next_frame(frames: list[PwFrame], frame: PwFrame) -> PwFrame:
     """A configuration is complete once its energy is known; what follows belongs to the next one."""
     if frame.energy_ev is None:
@@ -181,6 +228,9 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     frame = PwFrame()
     final_cell = final_pos = final_symbols = None
     header_cell = site_pos = site_syms = site_lines = None
+    bfgs_reset_stop_line = None  # 'history already reset ...: stopping' since the last SCF energy
+    bfgs_errors: dict[str, str] = {}
+    nstep = None
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -249,7 +299,27 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
         elif "EXX convergence NOT achieved" in s:
             raise ScfNotConvergedError(spath, "EXX self-consistency did not converge "
                                        "('EXX convergence NOT achieved')", i + 1)
+        elif s.startswith("nstep") and "=" in s and nstep is None:
+            try:
+                nstep = int(s.split("=")[1])
+            except ValueError:
+                pass
+        elif s.startswith(BFGS_RESET_STOP.rsplit(":", 1)[0]):
+            bfgs_reset_stop_line = i + 1
+        elif _BFGS_ERROR.match(line):
+            m = _BFGS_ERROR.match(line)
+            bfgs_errors[m.group(1)] = m.group(2)
+        elif (s.startswith("bfgs converged in") and bfgs_reset_stop_line is not None) or s.startswith(BFGS_FAILED):
+            raise RelaxNotConvergedError(spath, _bfgs_reset_reason(s, lines[i + 1:i + 2], bfgs_errors),
+                                         bfgs_reset_stop_line or i + 1)
+        elif s == BFGS_MAX_STEPS and _next_nonblank(lines, i) == BFGS_END:
+            steps = f"nstep = {nstep}" if nstep is not None else "nstep"
+            raise RelaxNotConvergedError(
+                spath, f"the BFGS relaxation stopped at {steps} without converging ('{BFGS_MAX_STEPS}'"
+                f"{_format_bfgs_errors(bfgs_errors)}): raise nstep in &CONTROL, or restart from the last "
+                "coordinates", i + 1)
         elif s.startswith("!") and "total energy" in s:
+            bfgs_reset_stop_line = None  # a new SCF: a later bfgs step decides again
             frame = _next_frame(frames, frame)
             value = _floats([s.split("=")[1].split()[0]], spath, i + 1, "total energy")[0]
             frame.energy_ev = float(units.ry_to_ev(value))
