@@ -7,7 +7,7 @@ exact line layout (``!    total energy``, ``Forces acting on atoms (cartesian ax
 Dynamics`` blocks for md, the ``PWSCF ... WALL`` line and ``JOB DONE.``), so that the same parsers read
 mock and real runs.  Supported calculations: ``scf``, ``relax``, ``vc-relax``, ``md``.
 
-Models (``--model``): ``stillinger-weber-si`` (matscipy), ``ges2-morse`` (Morse network around the seed
+Models (``--model``): ``stillinger-weber-si`` (numpy Stillinger–Weber, equal to matscipy's), ``ges2-morse`` (Morse network around the seed
 GeS2 structure), ``morse-network --reference FILE`` (Morse network around the structure of a pw.x input).
 pw.x's parallelisation flags (``-nk``, ``-nd``, ``-nt``, ``-nb``, ``-ndiag``, ``-npool``) are accepted and
 ignored.  Pseudopotential files are not read.
@@ -103,6 +103,8 @@ class PwWriter:
         self.w(f"     number of atomic types    = {len(self.pw.species):12d}")
         self.w()
         self.w(f"     calculation               = {calculation}")
+        if calculation != "scf":
+            self.w(f"     nstep                     = {int(self.pw.get('control', 'nstep', 50)):12d}")
         self.w()
         self.w(f"     celldm(1)={self.alat_bohr:11.6f}  celldm(2)={0:11.6f}  celldm(3)={0:11.6f}")
         self.w(f"     celldm(4)={0:11.6f}  celldm(5)={0:11.6f}  celldm(6)={0:11.6f}")
@@ -250,7 +252,9 @@ def run_scf(pw: PwInput, calc, out: PwWriter) -> None:
         out.stress(stress)
 
 
-def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
+def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> int:
+    """BFGS (ASE) to pw.x's thresholds within ``nstep`` SCF cycles; the exit code pw.x would give
+    (0, or 3 when ``nstep`` is reached unconverged, printed as pw.x's terminate_bfgs does)."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
@@ -271,22 +275,34 @@ def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
             ok = ok and np.max(np.abs(s)) < press_kbar
         return bool(ok)
 
-    for step in range(nstep + 1):
+    n_scf = 0
+    for step in range(nstep):
         energy = atoms.get_potential_energy()
+        n_scf += 1
         out.scf(energy)
         if out.fault == "no-convergence":
-            return
+            return 0
         out.forces(atoms.get_forces())
         if variable_cell:
             out.stress(atoms.get_stress())
-        if converged() or step == nstep:
+        if converged():
             break
+        if step == nstep - 1:
+            # pw.x's terminate_bfgs at nstep: no final coordinates; pw.x exits with code 3
+            out.w("     The maximum number of steps has been reached.")
+            out.w()
+            out.w("     End of BFGS Geometry Optimization")
+            out.w()
+            return 3
         opt.step()
         out.w(f"     number of scf cycles    = {step + 1:3d}")
-        out.w(f"     number of bfgs steps    = {step + 1:3d}")
+        out.w(f"     number of bfgs steps    = {step:3d}")
         out.w()
         out.positions(atoms, with_cell=variable_cell)
-    out.w("     bfgs converged in ... scf cycles")
+    out.w()
+    out.w(f"     bfgs converged in {n_scf:3d} scf cycles and {n_scf - 1:3d} bfgs steps")
+    out.w()
+    out.w("     End of BFGS Geometry Optimization")
     out.w()
     out.w("Begin final coordinates")
     if variable_cell:
@@ -303,6 +319,7 @@ def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
         out.scf(energy)
         out.forces(forces)
         out.stress(stress)
+    return 0
 
 
 def run_md(pw: PwInput, calc, out: PwWriter, seed: int) -> None:
@@ -482,10 +499,11 @@ def main(argv=None) -> int:
         buffer = io.StringIO()
         writer = PwWriter(pw, buffer, fault, start_from)
         writer.header(calculation)
+        status = 0
         if calculation == "scf":
             run_scf(pw, calc, writer)
         elif calculation in ("relax", "vc-relax"):
-            run_relax(pw, calc, writer, variable_cell=calculation == "vc-relax")
+            status = run_relax(pw, calc, writer, variable_cell=calculation == "vc-relax")
         else:
             run_md(pw, calc, writer, seed=int(sha[:8], 16))
         _save_charge_density(pw, sha)
@@ -493,7 +511,7 @@ def main(argv=None) -> int:
             writer.footer()  # pw.x prints its timing and JOB DONE after an unconverged SCF too
         sys.stdout.write(buffer.getvalue())
         sys.stdout.flush()
-        return 2 if fault == "no-convergence" else 0  # run_pwscf: exit_status 2 = scf convergence error
+        return 2 if fault == "no-convergence" else status  # run_pwscf: 2 = scf not converged, 3 = nstep
     except KappaflowError as exc:
         sys.stderr.write(f"kappaflow-mock-pw: {exc}\n")
         return 1
