@@ -27,33 +27,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappaflow import units
+from kappaflow import engine, units
+from kappaflow.engine import MOCK_EXECUTABLE, engine_tag, is_mock_command  # noqa: F401  (dft's names)
 from kappaflow.errors import ConfigError, KappaflowError, PwOutputError
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import ScfNotConvergedError, read_pw_output
 
-MOCK_EXECUTABLE = "kappaflow-mock-pw"
 RESCUE_INPUT = "pw.rescue.in"
 RESCUE_RECORD = "rescue.json"
 FAILURE_RECORD = "failure.json"
 UNCONVERGED_SUFFIX = ".unconverged"  # pw.out.unconverged: the first output of a rescued run
 QE_DEFAULT_MIXING_BETA = 0.7
 QE_DEFAULT_ELECTRON_MAXSTEP = 100
-
-
-def is_mock_command(pw_command: str) -> bool:
-    words = shlex.split(pw_command)
-    return any(Path(w).name == MOCK_EXECUTABLE for w in words)
-
-
-def engine_tag(pw_command: str) -> str:
-    """What decides the physics of a run: 'pw.x' for Quantum ESPRESSO (however it is launched:
-    ``pw.x``, ``srun pw.x -nk 2`` and ``mpirun -np 4 pw.x`` share results), or the mock and its model."""
-    words = shlex.split(pw_command)
-    for i, w in enumerate(words):
-        if Path(w).name == MOCK_EXECUTABLE:
-            return "mock " + " ".join(words[i + 1:])
-    return "pw.x"
 
 
 @dataclass
@@ -117,7 +102,7 @@ def _describe(changes: dict) -> str:
 
 
 def _attempt(input_path: Path, output_path: Path, work: Path, pw_command: str, n_atoms: int, run_env: dict,
-             log):
+             log, identity: dict | None = None):
     """One pw.x run in ``work``; the parsed output, or PwOutputError (output kept as pw.out.failed)."""
     partial = output_path.with_name(output_path.name + ".partial")
     failed = output_path.with_name(output_path.name + ".failed")
@@ -133,6 +118,8 @@ def _attempt(input_path: Path, output_path: Path, work: Path, pw_command: str, n
     elapsed = time.perf_counter() - t0
     try:
         run = read_pw_output(partial, expected_n_atoms=n_atoms)
+        if identity is not None:
+            engine.check_run(run, identity, input_path)
     except PwOutputError as exc:
         partial.replace(failed)
         stderr = (work / "stderr.txt").read_text().strip().splitlines()
@@ -178,6 +165,9 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
     rescue = ScfRescue.from_config(rescue)
     pw = read_pw_input(input_path)
     n_atoms = len(pw.atoms)
+    identity = engine.read_identity(input_path)  # a store input: what its key was made from
+    if identity is not None:
+        engine.check_pseudopotentials_unchanged(input_path, identity)
     here = output_path.parent
     work = here / "work"
     if work.exists():
@@ -196,7 +186,8 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
     rescue_info = None
     try:
         try:
-            run, partial, elapsed = _attempt(input_path, output_path, work, pw_command, n_atoms, run_env, log)
+            run, partial, elapsed = _attempt(input_path, output_path, work, pw_command, n_atoms, run_env, log,
+                                             identity)
         except ScfNotConvergedError as exc:
             attempts.append({"input": str(input_path), "output": str(failed), "reason": exc.reason,
                              "line": exc.line})
@@ -211,7 +202,7 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
             first_wall = _wall_time_or_none(unconverged)
             try:
                 run, partial, elapsed = _attempt(rescue_path, output_path, work, pw_command, n_atoms, run_env,
-                                                 log)
+                                                 log, identity)
             except PwOutputError as exc2:
                 attempts.append({"input": str(rescue_path), "output": str(failed), "reason": exc2.reason,
                                  "line": exc2.line, "changes": changes})

@@ -17,6 +17,7 @@ import numpy as np
 
 from kappaflow import bte as bte_mod
 from kappaflow import dft, reap, sow
+from kappaflow.engine import engine_for
 from kappaflow.errors import KappaflowError
 from kappaflow.logs import LOG_FILES, progress  # noqa: F401  (re-exported: scripts and the CLI use them)
 from kappaflow.qe.pwin import read_pw_input
@@ -112,7 +113,7 @@ def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_d
             sow.write_manifest(tmp, manifest)
         return manifest
     with atomic_path(disp_yaml_path) as tmp_yaml:
-        manifest = sow.sow(unit, settings, template_path, store_dir, dft.engine_tag(dft_cfg["pw_command"]),
+        manifest = sow.sow(unit, settings, template_path, store_dir, engine_for(dft_cfg),
                            pw_overrides_for_supercells(dft_cfg), disp_yaml_path=tmp_yaml, progress=progress)
     unique = len({j["key"] for j in manifest["jobs"]})
     new = sum(1 for k in {j["key"] for j in manifest["jobs"]} if not (Path(store_dir) / k / "pw.out").exists())

@@ -46,7 +46,11 @@ from kappaflow.qe.pwin import PwInput, parse_pw_input
 
 SUPPORTED = ("scf", "relax", "vc-relax", "md")
 FAULTS = ("truncate", "no-convergence", "nan-force", "wrong-natoms", "no-forces", "crash")
-VERSION = "6.7MaX"
+VERSION = "6.7MaX"  # the pw.x whose output layout the mock writes ('Program PWSCF v.6.7MaX')
+#: the mock's own revision, printed in its banner and part of every mock store key (kappaflow.engine):
+#: bump it when the mock's numbers change, so that stores do not reuse outputs of the old mock.
+#: 2: numpy Stillinger-Weber (equal to matscipy's to round-off), pw.x's BFGS ending at nstep
+MOCK_REVISION = "2"
 
 
 def make_calculator(model: str, reference: str | None = None):
@@ -69,6 +73,16 @@ def make_calculator(model: str, reference: str | None = None):
 # ------------------------------------------------------------------------------------------------
 # pw.x output layout
 # ------------------------------------------------------------------------------------------------
+def banner() -> str:
+    """pw.x's first lines (printed before the input is read, so also on an input error) with the mock's
+    revision (kappaflow.qe.pwout.program_version reads it)."""
+    now = datetime.now()
+    return (f"\n     Program PWSCF v.{VERSION} starts on {now:%d%b%Y} at {now:%H:%M:%S} \n\n"
+            f"     This output was written by kappaflow-mock-pw {MOCK_REVISION}: a classical potential stands in "
+            "for DFT.\n\n"
+            f"     Parallel version (MPI), running on {mpi_size():5d} processors\n\n")
+
+
 class PwWriter:
     def __init__(self, pw: PwInput, stream, fault: str | None, start_from: str | None = None):
         self.pw = pw
@@ -87,15 +101,8 @@ class PwWriter:
         self.out.write(text + "\n")
 
     def header(self, calculation: str) -> None:
-        now = datetime.now()
         n_atoms = len(self.pw.atoms) + (1 if self.fault == "wrong-natoms" else 0)
-        self.w()
-        self.w(f"     Program PWSCF v.{VERSION} starts on {now:%d%b%Y} at {now:%H:%M:%S} ")
-        self.w()
-        self.w("     This output was written by kappaflow-mock-pw: a classical potential stands in for DFT.")
-        self.w()
-        self.w(f"     Parallel version (MPI), running on {mpi_size():5d} processors")
-        self.w()
+        self.out.write(banner())
         self.w(f"     bravais-lattice index     = {0:12d}")
         self.w(f"     lattice parameter (alat)  = {self.alat_bohr:12.4f}  a.u.")
         self.w(f"     unit-cell volume          = {self.pw.atoms.get_volume() / units.BOHR_ANG**3:12.4f} (a.u.)^3")
@@ -480,7 +487,12 @@ def main(argv=None) -> int:
         if fault == "crash":
             sys.stderr.write("kappaflow-mock-pw: injected crash\n")
             return 1
-        pw = parse_pw_input(text, source)
+        try:
+            pw = parse_pw_input(text, source)
+        except KappaflowError as exc:  # like pw.x: the header, then the error
+            sys.stdout.write(banner() + f"     Error reading the input: {exc}\n")
+            sys.stdout.flush()
+            raise
         calculation = pw.calculation
         if calculation not in SUPPORTED:
             sys.stdout.write(f"\n     Error: calculation '{calculation}' is not supported by the mock pw.x "

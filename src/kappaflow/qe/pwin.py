@@ -253,6 +253,48 @@ def parse_pw_input(text: str, path: str = "<string>") -> PwInput:
     return _build_input(namelists, cards, path)
 
 
+def pseudopotential_files(text: str, path: str = "<string>") -> tuple[str | None, dict[str, str]]:
+    """``(pseudo_dir or None, {species label: pseudopotential file name})`` of a pw.x input, read from
+    &CONTROL and ATOMIC_SPECIES only (cheap: the store key asks for it for every supercell)."""
+    pseudo_dir = None
+    files: dict[str, str] = {}
+    namelist = None
+    in_species = False
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        if namelist is not None:
+            if line == "/" or line.lower() == "&end":
+                namelist = None
+                continue
+            if namelist == "control":
+                for assignment in _split_assignments(line.rstrip("/")):
+                    key, _, value = assignment.partition("=")
+                    if key.strip().lower() == "pseudo_dir":
+                        pseudo_dir = str(parse_fortran_value(value))
+            if line.endswith("/") and "=" in line and not line.endswith("'/"):
+                namelist = None
+            continue
+        if line.startswith("&"):
+            namelist = line[1:].split()[0].lower()
+            in_species = False
+            continue
+        word = re.split(r"[\s({]", line, maxsplit=1)[0].lower()
+        if word in CARD_NAMES:
+            in_species = word == "atomic_species"
+            continue
+        if in_species:
+            fields = line.split()
+            if len(fields) != 3:
+                raise InputFileError(path, f"ATOMIC_SPECIES line needs 'symbol mass pseudo', found {line!r}",
+                                     lineno)
+            files[fields[0]] = fields[2]
+    if not files:
+        raise InputFileError(path, "missing card ATOMIC_SPECIES")
+    return pseudo_dir, files
+
+
 def _build_input(namelists, cards, path) -> PwInput:
     card = {name: (option, body, lineno) for name, option, body, lineno in cards}
     system = namelists["system"]

@@ -61,6 +61,12 @@ _NOT_CONVERGED = re.compile(r"^\s*convergence NOT achieved after\s*(\d+|\*+)\s*i
 _SITE_HEADER = re.compile(r"^\s*site n\.\s+atom\s+positions \(alat units\)\s*$")
 _SITE_LINE = re.compile(r"^\s*(\d+|\*+)\s+(\S+)\s+tau\(\s*(\d+|\*+)\)\s*=\s*\((.*)\)\s*$")
 _AXIS_LINE = re.compile(r"^\s*a\((\d)\)\s*=\s*\((.*)\)\s*$")
+_PROGRAM = re.compile(r"Program PWSCF v\.(\S+)")
+_MOCK_BANNER = re.compile(r"This output was written by kappaflow-mock-pw(?: (\S+?))?:")
+# forces.f90: '(/5x,"Total force = ",F12.6,5X, "Total SCF correction = ",F12.6)' (Ry/au, norms over atoms)
+_TOTAL_FORCE = re.compile(r"^\s*Total force\s*=\s*(\S+)\s+Total SCF correction\s*=\s*(\S+)\s*$")
+# read_pseudo.f90: '(/5x,"PseudoPot. #",i3," for ",a2," read from file:",/5x,a)' then 'MD5 check sum: ...'
+_PSEUDO_HEADER = re.compile(r"^\s*PseudoPot\.\s*#\s*\d+\s+for\s+(\S+)\s+read from file:\s*$")
 # bfgs_module.f90 (QE 6.7): infomsg('bfgs', 'history already reset at previous step: stopping'),
 # terminate_bfgs: '(/,5X,"bfgs converged in ",I3," scf cycles and ",I3," bfgs steps")' and
 # '(/,5X,"The maximum number of steps has been reached.")' then '(/,5X,"End of BFGS Geometry Optimization")';
@@ -84,6 +90,7 @@ class PwFrame:
     positions_frac: np.ndarray | None = None
     symbols: list[str] | None = None
     temperature_k: float | None = None
+    scf_correction_ry_per_bohr: float | None = None  # 'Total SCF correction' (norm over all atoms)
 
 
 @dataclass
@@ -103,6 +110,10 @@ class PwRun:
     positions_ang: np.ndarray | None = None  # 'site n. ... tau' rows, Cartesian Å
     site_symbols: list[str] | None = None  # the species labels of those rows
     site_lines: list[int] | None = None  # 1-based line of each atom's 'tau(' row
+    # what ran: 'Program PWSCF v.X' (or the mock's revision) and the pseudopotentials pw.x read
+    engine_version: str = "unknown"
+    pseudopotentials: dict[str, tuple[str, str | None]] | None = None  # label -> (path, MD5 check sum)
+    pseudopotential_lines: dict[str, int] | None = None
 
     @property
     def energy_ev(self) -> float:
@@ -115,6 +126,26 @@ class PwRun:
     @property
     def stress_ev_per_ang3(self):
         return self.frames[-1].stress_ev_per_ang3
+
+    @property
+    def scf_correction_ev_per_ang(self) -> float | None:
+        """pw.x's 'Total SCF correction' of the last forces (norm over all atoms), eV/Å."""
+        value = self.frames[-1].scf_correction_ry_per_bohr
+        return None if value is None else float(units.ry_per_bohr_to_ev_per_ang(value))
+
+
+def program_version(text: str) -> str | None:
+    """The version a pw.x output's header names: 'Program PWSCF v.6.7MaX starts ...' -> '6.7MaX'; the
+    mock pw.x ('This output was written by kappaflow-mock-pw 2: ...') -> 'kappaflow-mock-pw 2'."""
+    version = None
+    for line in text.splitlines()[:80]:
+        m = _MOCK_BANNER.search(line)
+        if m:
+            return f"kappaflow-mock-pw {m.group(1)}" if m.group(1) else "kappaflow-mock-pw"
+        m = _PROGRAM.search(line)
+        if m and version is None:
+            version = m.group(1)
+    return version
 
 
 def parse_wall_time(text: str) -> float:
@@ -228,6 +259,9 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     frame = PwFrame()
     final_cell = final_pos = final_symbols = None
     header_cell = site_pos = site_syms = site_lines = None
+    pseudos: dict[str, tuple[str, str | None]] = {}
+    pseudo_lines: dict[str, int] = {}
+    mock_version = None
     bfgs_reset_stop_line = None  # 'history already reset ...: stopping' since the last SCF energy
     bfgs_errors: dict[str, str] = {}
     nstep = None
@@ -238,6 +272,23 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
         if s.startswith("Program PWSCF"):
             m = re.search(r"v\.(\S+)", s)
             version = m.group(1) if m else version
+        elif "kappaflow-mock-pw" in s and _MOCK_BANNER.search(s) and mock_version is None:
+            mock_version = program_version(s)
+        elif _PSEUDO_HEADER.match(line):
+            label = _PSEUDO_HEADER.match(line).group(1)
+            where = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            md5 = None
+            for k in (2, 3):
+                if i + k < len(lines) and lines[i + k].strip().startswith("MD5 check sum:"):
+                    md5 = lines[i + k].split(":", 1)[1].strip()
+                    break
+            pseudos[label] = (where, md5)
+            pseudo_lines[label] = i + 1
+        elif s.startswith("Total force") and "Total SCF correction" in s:
+            m = _TOTAL_FORCE.match(line)
+            if m:
+                frame.scf_correction_ry_per_bohr = float(
+                    _floats([m.group(2)], spath, i + 1, "Total SCF correction")[0])
         elif s.startswith("number of atoms/cell"):
             n_atoms = int(s.split("=")[1])
             if expected_n_atoms is not None and n_atoms != expected_n_atoms:
@@ -412,4 +463,5 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     if final_cell is None and final_pos is not None:
         final_cell = frames[-1].cell_ang
     return PwRun(spath, n_atoms, version, n_proc, wall, frames, final_cell, final_pos, final_symbols,
-                 alat_ang, header_cell, site_pos, site_syms, site_lines)
+                 alat_ang, header_cell, site_pos, site_syms, site_lines,
+                 engine_version=mock_version or version, pseudopotentials=pseudos, pseudopotential_lines=pseudo_lines)
