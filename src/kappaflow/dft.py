@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -167,6 +169,7 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
     n_atoms = len(pw.atoms)
     identity = engine.read_identity(input_path)  # a store input: what its key was made from
     if identity is not None:
+        pw.require_free_atoms("a store run (a force set for the force constants)")
         engine.check_pseudopotentials_unchanged(input_path, identity)
     here = output_path.parent
     work = here / "work"
@@ -271,6 +274,59 @@ def _wall_time_or_none(path) -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+# --- SCF accuracy of the forces that enter a fit ----------------------------------------------
+_SCF_CORRECTION = re.compile(r"Total SCF correction\s*=\s*(\S+)")
+_N_ATOMS = re.compile(r"^\s*number of atoms/cell\s*=\s*(\d+)", re.M)
+
+
+def scf_force_error_ev_per_ang(path) -> float | None:
+    """pw.x's estimate of the force error left by the incomplete SCF of the run in ``path``: its last
+    'Total SCF correction' (the norm over all 3N force components, Ry/au) as an RMS per Cartesian
+    component, eV/Å (``/ sqrt(3 N)``: the quantity the noise study's amplitude is).  None when the
+    output prints no SCF correction."""
+    text = Path(path).read_text(errors="replace")
+    values = _SCF_CORRECTION.findall(text)
+    atoms = _N_ATOMS.search(text)
+    if not values or atoms is None:
+        return None
+    try:
+        total = float(values[-1])
+    except ValueError:  # '*****': beyond the print format
+        return float("inf")
+    return float(units.ry_per_bohr_to_ev_per_ang(total)) / math.sqrt(3 * int(atoms.group(1)))
+
+
+def check_scf_accuracy(manifest: dict, store_dir, limit_ev_per_ang) -> None:
+    """Refuse force sets whose SCF force error estimate (:func:`scf_force_error_ev_per_ang`) exceeds
+    ``reap.max_scf_correction_ev_per_ang``, listing every such run (key, role, index, estimate, file);
+    ``None`` disables the check.  Called before any fit reads the forces (reap, gate, noise, sweeps)."""
+    if limit_ev_per_ang is None:
+        return
+    rows, seen, n = [], set(), 0
+    for job in manifest["jobs"]:
+        if job["key"] in seen:
+            continue
+        seen.add(job["key"])
+        path = Path(job.get("output") or Path(store_dir) / job["key"] / "pw.out")
+        error = scf_force_error_ev_per_ang(path)
+        n += 1
+        if error is not None and error > limit_ev_per_ang:
+            rows.append((job["key"], job["role"], str(job["index"]), f"{error * 1e6:.1f}", str(path)))
+    if not rows:
+        return
+    rows.sort(key=lambda r: -float(r[3]))
+    table = [("key", "role", "index", "µeV/Å", "pw.x output")] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in table]
+    raise KappaflowError(
+        f"{len(rows)} of {n} pw.x runs have an SCF force error above reap.max_scf_correction_ev_per_ang = "
+        f"{limit_ev_per_ang * 1e6:g} µeV/Å (pw.x's 'Total SCF correction' / sqrt(3N), RMS per Cartesian "
+        "component); their forces would enter the force-constant fit with more error than kappa tolerates "
+        "(docs/noise.md). Lower conv_thr (dft.pw_overrides: {electrons: {conv_thr: 1.0e-12}}, or in the "
+        "supercell template: the runs are recomputed under new keys), or raise the limit to what your "
+        "system tolerates (its noise study's tolerance.json; docs/robustness.md):\n" + "\n".join(lines))
 
 
 # --- failures, listed together -----------------------------------------------------------------

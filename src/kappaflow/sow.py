@@ -181,6 +181,7 @@ def supercell_input_text(template_text: str, template_path: str, atoms: Atoms,
     coords_digest = hashlib.sha256(np.round(atoms.get_scaled_positions(wrap=False), 12).tobytes())
     filled = fill_template(template_text, atoms, template_path, number=coords_digest.hexdigest()[:8])
     pw = parse_pw_input(filled, template_path)
+    pw.require_free_atoms("a displaced supercell")
     if len(pw.atoms) != len(atoms):
         raise ConfigError(f"{template_path}: filled template has {len(pw.atoms)} atoms, expected {len(atoms)}")
     apply_overrides(pw, pw_overrides or {})

@@ -162,9 +162,11 @@ def load_phono3py(disp_yaml_path, log_level: int = 0):
 
 def mapped_forces(manifest: dict, store_dir, disp_yaml_path, reap_cfg: dict, ph3=None):
     """Every force set of ``manifest``, mapped by position onto the supercell phono3py_disp.yaml expects
-    (reap.atom_map_tolerance_ang): the one way every consumer (reap, gate, noise, sweep) reads forces."""
+    (reap.atom_map_tolerance_ang), after the SCF accuracy check (reap.max_scf_correction_ev_per_ang): the
+    one way every consumer (reap, gate, noise, sweep) reads forces."""
     from kappaflow.atom_map import DEFAULT_TOLERANCE_ANG
 
+    dft.check_scf_accuracy(manifest, store_dir, reap_cfg.get("max_scf_correction_ev_per_ang"))
     ph3 = load_phono3py(disp_yaml_path) if ph3 is None else ph3
     tolerance_ang = float(reap_cfg.get("atom_map_tolerance_ang", DEFAULT_TOLERANCE_ANG))
     return reap.load_forces(manifest, store_dir, expected=reap.expected_supercells(ph3),

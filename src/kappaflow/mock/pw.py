@@ -12,7 +12,8 @@ GeS2 structure), ``morse-network --reference FILE`` (Morse network around the st
 pw.x's parallelisation flags (``-nk``, ``-nd``, ``-nt``, ``-nb``, ``-ndiag``, ``-npool``) are accepted and
 ignored.  Pseudopotential files are not read.
 
-Test hooks (environment): ``KAPPAFLOW_MOCK_PW_LOG=FILE`` appends one line per invocation;
+Test hooks (environment): ``KAPPAFLOW_MOCK_PW_LOG=FILE`` appends one line per run (not for an empty
+input: the version probe of :func:`kappaflow.engine.detect_version`);
 ``KAPPAFLOW_MOCK_PW_FAULT=kind[@text]`` makes runs whose input path contains ``text`` (all runs without
 ``@``) fail like a broken pw.x run: ``truncate``, ``no-convergence``, ``nan-force``,
 ``wrong-natoms``, ``no-forces``, ``crash``.  ``KAPPAFLOW_MOCK_PW_SCF_MAX_BETA=beta[@text][,beta@text...]``
@@ -20,6 +21,8 @@ makes the SCF of runs whose ``mixing_beta`` (pw.x default 0.7) exceeds ``beta`` 
 hard-to-converge system would (the smallest ``beta`` of the specs whose ``text`` is in the input path
 applies; a spec without ``@`` applies to all runs): the output is pw.x's (``electron_maxstep`` iterations,
 ``convergence NOT achieved after N iterations: stopping``, the timing and ``JOB DONE.``, exit code 2).
+``KAPPAFLOW_MOCK_PW_SCF_CORRECTION=value[@text]`` prints ``Total SCF correction = value`` (Ry/au; default 0)
+for the runs whose input path contains ``text``, as a loosely converged SCF would.
 
 Like pw.x, every run leaves its charge density in ``outdir/prefix.save/charge-density.dat`` (a marker
 file), and ``startingpot = 'file'`` starts from it ("The initial density is read from file :") or, when it
@@ -42,7 +45,7 @@ from ase import Atoms
 
 from kappaflow import units
 from kappaflow.errors import KappaflowError
-from kappaflow.qe.pwin import PwInput, parse_pw_input
+from kappaflow.qe.pwin import IF_POS, PwInput, parse_pw_input
 
 SUPPORTED = ("scf", "relax", "vc-relax", "md")
 FAULTS = ("truncate", "no-convergence", "nan-force", "wrong-natoms", "no-forces", "crash")
@@ -89,6 +92,7 @@ class PwWriter:
         self.out = stream
         self.fault = fault
         self.start_from = start_from  # None: atomic; "file:<path>" / "missing:<path>" for startingpot='file'
+        self.scf_correction = 0.0  # Ry/au, printed as pw.x's 'Total SCF correction'
         self.mixing_beta = float(pw.get("electrons", "mixing_beta", 0.7))
         self.electron_maxstep = int(pw.get("electrons", "electron_maxstep", 100))
         self.t0 = time.perf_counter()
@@ -196,7 +200,8 @@ class PwWriter:
             self.w(f"     atom {i:4d} type {self.type_of[lab]:2d}   force = "
                    + "".join(f"{x:14.8f}" for x in row))
         self.w()
-        self.w(f"     Total force = {np.sqrt(np.sum(f * f)):12.6f}     Total SCF correction = {0.0:12.6f}")
+        self.w(f"     Total force = {np.sqrt(np.sum(f * f)):12.6f}     Total SCF correction = "
+               f"{self.scf_correction:12.6f}")
         self.w()
 
     def stress(self, stress_voigt_ev_per_ang3: np.ndarray) -> None:
@@ -271,6 +276,11 @@ def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> int:
     nstep = int(pw.get("control", "nstep", 50))
     atoms = pw.atoms.copy()
     atoms.calc = calc
+    if IF_POS in atoms.arrays:  # pw.x keeps the coordinates with if_pos 0 fixed
+        from ase.constraints import FixCartesian
+
+        fixed = np.asarray(atoms.arrays[IF_POS]) == 0
+        atoms.set_constraint([FixCartesian(i, mask=fixed[i]) for i in range(len(atoms)) if fixed[i].any()])
     target = FrechetCellFilter(atoms, scalar_pressure=0.0) if variable_cell else atoms
     opt = BFGS(target, logfile=None, maxstep=0.1)
 
@@ -408,6 +418,18 @@ def _scf_max_beta(source: str) -> float | None:
     return min(limits) if limits else None
 
 
+def _scf_correction(source: str) -> float:
+    """The 'Total SCF correction' (Ry/au) to print for this run (KAPPAFLOW_MOCK_PW_SCF_CORRECTION), or 0."""
+    spec = os.environ.get("KAPPAFLOW_MOCK_PW_SCF_CORRECTION", "").strip()
+    value, _, text = spec.partition("@")
+    if not value or (text and text not in str(Path(source).resolve())):
+        return 0.0
+    try:
+        return float(value)
+    except ValueError:
+        raise KappaflowError(f"KAPPAFLOW_MOCK_PW_SCF_CORRECTION: {spec!r} is not 'value[@text]'") from None
+
+
 def _charge_density_path(pw: PwInput) -> Path:
     outdir = str(pw.get("control", "outdir", os.environ.get("ESPRESSO_TMPDIR", "./")))
     prefix = str(pw.get("control", "prefix", "pwscf"))
@@ -480,7 +502,7 @@ def main(argv=None) -> int:
         source = args.input or "<stdin>"
         log_path = os.environ.get("KAPPAFLOW_MOCK_PW_LOG")
         sha = hashlib.sha256(text.encode()).hexdigest()
-        if log_path:
+        if log_path and text.strip():  # an empty input is the version probe (kappaflow.engine), not a run
             with open(log_path, "a") as fh:
                 fh.write(f"{time.time():.3f} {Path(source).resolve().parent.name} {sha[:16]} {source}\n")
         fault = _read_fault(source)
@@ -510,6 +532,7 @@ def main(argv=None) -> int:
         calc = make_calculator(args.model, args.reference)
         buffer = io.StringIO()
         writer = PwWriter(pw, buffer, fault, start_from)
+        writer.scf_correction = _scf_correction(source)
         writer.header(calculation)
         status = 0
         if calculation == "scf":
