@@ -3,7 +3,8 @@
 The mock GeS2 pipeline runs 276 mock pw.x jobs, each a fresh Python process, so the start-up (imports)
 is what a mock run costs.  For each case the mock runs ``--repeat`` times in a scratch directory and the
 minimum and median wall times are printed, next to a bare ``python -c pass`` and ``import numpy`` (the
-floor), and the machine load (``uptime``) before and after.  ``--ref REV`` also times the mock of an
+floor), what a ``dft`` job's script imports (kappaflow.dft now, kappaflow.steps before), and the machine
+load (``uptime``) before and after.  ``--ref REV`` also times the mock of an
 older commit (its ``src/`` exported with ``git archive``) in the same run, interleaved, so both see the
 same load.
 
@@ -76,10 +77,14 @@ def main() -> None:
             trees[f"ref {args.ref}"] = export_src(args.ref, tmp / "ref")
         runs: dict[tuple[str, str], list[float]] = {}
         floor = {"python -c pass": [sys.executable, "-c", "pass"],
-                 "python -c 'import numpy'": [sys.executable, "-c", "import numpy"]}
+                 "python -c 'import numpy'": [sys.executable, "-c", "import numpy"],
+                 # what scripts/run_pw.py (every dft job) imports now, and what it imported before
+                 "dft job: kappaflow.dft": [sys.executable, "-c", "import kappaflow.dft, kappaflow.scriptutil"],
+                 "dft job: kappaflow.steps": [sys.executable, "-c", "import kappaflow.steps"]}
+        src_env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
         for _ in range(args.repeat):
             for label, cmd in floor.items():
-                runs.setdefault(("floor", label), []).append(timed(cmd, tmp, dict(os.environ)))
+                runs.setdefault(("floor", label), []).append(timed(cmd, tmp, src_env))
             for tree, src in trees.items():
                 env = dict(os.environ, PYTHONPATH=str(src))
                 for case, (model, inp) in cases.items():
