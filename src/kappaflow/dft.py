@@ -301,7 +301,7 @@ def scf_force_error_ev_per_ang(path) -> float | None:
 def check_scf_accuracy(manifest: dict, store_dir, limit_ev_per_ang) -> None:
     """Refuse force sets whose SCF force error estimate (:func:`scf_force_error_ev_per_ang`) exceeds
     ``reap.max_scf_correction_ev_per_ang``, listing every such run (key, role, index, estimate, file);
-    ``None`` disables the check.  Called before any fit reads the forces (reap, gate, noise, sweeps)."""
+    ``None`` disables the check.  Called by ``steps.mapped_forces`` before a fit reads the forces."""
     if limit_ev_per_ang is None:
         return
     rows, seen, n = [], set(), 0
