@@ -1,6 +1,5 @@
 """Config: one schema, validated at start-up with one-line errors naming file and reason."""
 import pytest
-import yaml
 
 from kappaflow import config
 from kappaflow.errors import ConfigError, InputFileError
@@ -56,28 +55,3 @@ def test_template_without_placeholders(cfgdir):
 def test_both_cutoff_kinds_refused(cfgdir):
     with pytest.raises(ConfigError, match="pair_cutoff_ang or neighbour_shells, not both"):
         config.load("config/config.yaml", {"sow": {"neighbour_shells": 2}})
-
-
-def test_every_rule_names_an_existing_conda_env_with_what_it_imports():
-    """`--sdm conda` (not runnable here: no conda channel is reachable) needs each rule's env file to
-    exist and to hold the packages the rule group imports."""
-    import re
-
-    from conftest import REPO
-
-    envs = {}
-    for smk in (REPO / "workflow/rules").glob("*.smk"):
-        text = smk.read_text()
-        for rule, env in re.findall(r"(?:rule|checkpoint) (\w+):\n\s+conda:\n\s+\"([^\"]+)\"", text):
-            envs[rule] = (smk.parent / env).resolve()
-        n_scripts = len(re.findall(r"^\s*script:", text, re.M))
-        assert n_scripts == len(re.findall(r"conda:", text)), f"{smk.name}: a rule lacks a conda: directive"
-    assert {"relax", "dft", "sow", "reap", "bte", "report", "cost", "structure"} <= set(envs)
-    for rule, path in envs.items():
-        deps = yaml.safe_load(path.read_text())["dependencies"]
-        names = {re.split(r"[=<>]", d)[0] for d in deps if isinstance(d, str)}
-        assert {"python", "numpy", "ase", "pyyaml", "jsonschema"} <= names, (rule, path)
-        if rule in ("relax", "dft", "scaling_run_mpi"):  # pw.x jobs
-            assert "qe" in names
-        else:
-            assert {"phono3py", "phonopy", "symfc", "h5py", "matplotlib"} <= names, (rule, path)

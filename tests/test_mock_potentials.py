@@ -197,6 +197,77 @@ def test_sw_stress_is_strain_derivative(sw, rng):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("repeat, a, rattle, strain", [
+    ((1, 1, 1), 5.4309, 0.0, 0.0), ((2, 2, 2), 5.4309, 0.05, 0.01), ((2, 2, 2), 5.6, 0.3, 0.02),
+    ((3, 3, 3), 5.3, 0.1, 0.01),
+])
+def test_sw_equals_matscipy_manybody(sw, rng, repeat, a, rattle, strain):
+    """The numpy Stillinger-Weber against an independent implementation: matscipy's Manybody with its
+    Stillinger_Weber_PRB_31_5262_Si parameters (what the mock used before), on rattled, sheared cells."""
+    from matscipy.calculators.manybody import Manybody
+    from matscipy.calculators.manybody.explicit_forms.stillinger_weber import (
+        StillingerWeber,
+        Stillinger_Weber_PRB_31_5262_Si,
+    )
+
+    reference = Manybody(**StillingerWeber(Stillinger_Weber_PRB_31_5262_Si))
+    atoms = bulk("Si", "diamond", a=a, cubic=True).repeat(repeat)
+    atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+    atoms.set_cell(atoms.cell @ (np.eye(3) + strain * rng.normal(size=(3, 3))), scale_atoms=True)
+    results = []
+    for calc in (reference, sw):
+        b = atoms.copy()
+        b.calc = calc
+        results.append((b.get_potential_energy(), b.get_forces(), b.get_stress()))
+    (e_ref, f_ref, s_ref), (e, f, s) = results
+    assert abs(e - e_ref) < 1e-11 * len(atoms)
+    assert np.abs(f - f_ref).max() < 1e-11
+    assert np.abs(s - s_ref).max() < 1e-13
+
+
+@pytest.mark.parametrize("cell, n_atoms, cutoff", [
+    (np.diag([5.43, 5.43, 5.43]), 8, 3.8),
+    (np.array([[0.0, 2.7, 2.7], [2.7, 0.0, 2.7], [2.7, 2.7, 0.0]]), 2, 6.0),  # cutoff > cell: several images
+    (np.array([[4.0, 0.0, 0.0], [1.9, 3.5, 0.0], [0.3, -0.8, 7.1]]), 5, 4.4),  # oblique
+])
+def test_periodic_pairs_equal_ase_neighbour_list(rng, cell, n_atoms, cutoff):
+    """The numpy neighbour list against ASE's (independent): the same (i, j, lattice translation) set,
+    also for positions outside the cell and a cutoff longer than the cell."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    from kappaflow.mock.potentials import periodic_pairs
+
+    positions = rng.uniform(-0.5, 1.5, size=(n_atoms, 3)) @ cell
+    i, j, n = periodic_pairs(cell, positions, cutoff)
+    ri, rj, rs = primitive_neighbor_list("ijS", (True, True, True), cell, positions, cutoff,
+                                         self_interaction=False)
+    ours = sorted(zip(i.tolist(), j.tolist(), map(tuple, n.tolist())))
+    theirs = sorted(zip(ri.tolist(), rj.tolist(), map(tuple, rs.tolist())))
+    assert len(ours) > n_atoms and ours == theirs
+
+
+def test_mock_pw_start_up_imports_no_scipy(tmp_path):
+    """The mock pw.x starts in well under a second (benchmarks/mock_pw_startup.py): its SCF path must
+    not import scipy (matscipy's calculators and ase.neighborlist import scipy.stats/scipy.sparse,
+    about 0.8 s of the former 1-2 s start)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys; from kappaflow.mock.pw import main; "
+            f"rc = main(['--model', '{{model}}', '-in', '{{inp}}']); "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'matscipy', 'phonopy', "
+            "'phono3py', 'matplotlib')); print('HEAVY', heavy, file=sys.stderr); sys.exit(rc)")
+    for model, inp in (("stillinger-weber-si", REPO / "config/systems/si/Si.scf.in"),
+                       ("ges2-morse", REPO / "config/systems/ges2/GeS2.scf.in")):
+        proc = subprocess.run([sys.executable, "-c", code.format(model=model, inp=inp)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "JOB DONE." in proc.stdout
+        assert "HEAVY []" in proc.stderr, (model, proc.stderr.splitlines()[-1])
+
+
 def test_ges2_reference_structure():
     ref = ges2_reference()
     alat = 6.67592990 * BOHR_ANG

@@ -93,3 +93,55 @@ def test_bad_inputs_name_file_line_and_reason(tmp_path, mutate, reason):
     with pytest.raises(InputFileError) as exc:
         read_pw_input(path)
     assert str(exc.value).startswith(str(path)) and reason in str(exc.value)
+
+
+LATTICE_TEXT = """&control
+  calculation='scf'
+/
+&system
+  ibrav = {ibrav}, {lattice} nat=1, ntyp=1, ecutwfc=16
+/
+ATOMIC_SPECIES
+ Si 28.0855 Si.pz-vbc.UPF
+ATOMIC_POSITIONS crystal
+ Si 0.0 0.0 0.0
+K_POINTS gamma
+"""
+
+
+@pytest.mark.parametrize("ibrav, lattice, missing", [
+    (4, "celldm(1)=8.0,", "celldm(3)"),
+    (6, "celldm(1)=8.0,", "celldm(3)"),
+    (8, "celldm(1)=8.0, celldm(3)=1.5,", "celldm(2)"),
+    (8, "celldm(1)=8.0, celldm(2)=1.2,", "celldm(3)"),
+    (4, "A=4.0,", "celldm(3) in &SYSTEM (or C with A)"),
+    (8, "A=4.0, C=6.0,", "celldm(2) in &SYSTEM (or B with A)"),
+])
+def test_ibrav_lattice_without_axis_ratio_is_refused(tmp_path, ibrav, lattice, missing):
+    """pw.x needs c/a (ibrav 4, 6, 8) and b/a (ibrav 8); without them the cell used to hold NaN and the
+    canonical input 'nan' in CELL_PARAMETERS."""
+    path = tmp_path / "cell.in"
+    path.write_text(LATTICE_TEXT.format(ibrav=ibrav, lattice=lattice))
+    with pytest.raises(InputFileError) as exc:
+        read_pw_input(path)
+    text = str(exc.value)
+    assert text.startswith(str(path)) and f"ibrav = {ibrav}" in text and missing in text
+
+
+@pytest.mark.parametrize("ibrav, lattice, lengths_ang, gamma_deg", [
+    (4, "A=4.0, C=6.4,", [4.0, 4.0, 6.4], 120.0),
+    (4, "celldm(1)=8.0, celldm(3)=1.6,", [8.0 * units.BOHR_ANG, 8.0 * units.BOHR_ANG, 12.8 * units.BOHR_ANG], 120.0),
+    (6, "celldm(1)=8.0, celldm(3)=1.5,", [8.0 * units.BOHR_ANG, 8.0 * units.BOHR_ANG, 12.0 * units.BOHR_ANG], 90.0),
+    (8, "A=3.0, B=4.0, C=5.0,", [3.0, 4.0, 5.0], 90.0),
+    (8, "celldm(1)=6.0, celldm(2)=1.25, celldm(3)=1.5,",
+     [6.0 * units.BOHR_ANG, 7.5 * units.BOHR_ANG, 9.0 * units.BOHR_ANG], 90.0),
+])
+def test_ibrav_lattices_have_the_lengths_and_angles_pw_x_defines(ibrav, lattice, lengths_ang, gamma_deg):
+    """ibrav 4: hexagonal (|a1| = |a2| = a, 120 degrees, c along z); 6: tetragonal; 8: orthorhombic
+    (pw.x's INPUT_PW), and no NaN reaches the canonical text."""
+    pw = parse_pw_input(LATTICE_TEXT.format(ibrav=ibrav, lattice=lattice))
+    params = pw.atoms.cell.cellpar()
+    assert np.allclose(params[:3], lengths_ang, rtol=1e-12)
+    assert np.allclose(params[3:], [90.0, 90.0, gamma_deg], atol=1e-10)
+    assert np.isclose(pw.atoms.get_volume(), np.prod(lengths_ang) * np.sin(np.radians(gamma_deg)), rtol=1e-12)
+    assert "nan" not in pw.to_text().lower()

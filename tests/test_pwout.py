@@ -1,10 +1,12 @@
 """pw.x output parser: real pw.x 6.7 outputs (fixtures) and every failure mode as a one-line error."""
+import shutil
+
 import numpy as np
 import pytest
 from ase.io import read as ase_read
 
 from kappaflow.errors import PwOutputError
-from kappaflow.qe.pwout import parse_wall_time, read_pw_output
+from kappaflow.qe.pwout import RelaxNotConvergedError, parse_wall_time, read_pw_output
 
 from conftest import DATA
 
@@ -75,3 +77,65 @@ def test_unusable_outputs_fail_with_file_and_reason(tmp_path, transform, reason)
 def test_wrong_atom_count(tmp_path):
     with pytest.raises(PwOutputError, match="run has 2 atoms, expected 16"):
         read_pw_output(VC, expected_n_atoms=16)
+
+
+# --- relaxations whose BFGS did not converge (real pw.x 6.7 outputs, tests/data/*.in say how) ------------
+BFGS_RESET = DATA / "si_vc-relax_bfgs_reset_qe6.7.out"
+BFGS_NSTEP = DATA / "si_vc-relax_nstep_qe6.7.out"
+
+
+def test_bfgs_history_reset_is_not_a_relaxed_structure():
+    """pw.x 6.7 sets conv_bfgs after two consecutive history resets: it prints 'bfgs converged' and a
+    'Begin final coordinates' block although the last step's errors are far above the criteria."""
+    text = BFGS_RESET.read_text()
+    assert "bfgs converged in" in text and "Begin final coordinates" in text  # what pw.x claims
+    with pytest.raises(RelaxNotConvergedError) as exc:
+        read_pw_output(BFGS_RESET, expected_n_atoms=2)
+    err = exc.value
+    assert err.path == str(BFGS_RESET) and err.reason_code == "relax_not_converged"
+    assert text.splitlines()[err.line - 1].strip() == "history already reset at previous step: stopping"
+    assert "trust_radius_min" in err.reason and "gradient error 9.2E-04" in err.reason
+    assert "force <  1.0E-06" in err.reason  # the criteria pw.x printed
+
+
+def test_bfgs_stopped_at_nstep_is_not_a_relaxed_structure():
+    with pytest.raises(RelaxNotConvergedError) as exc:
+        read_pw_output(BFGS_NSTEP, expected_n_atoms=2)
+    assert "nstep = 3" in exc.value.reason and "raise nstep" in exc.value.reason
+    assert BFGS_NSTEP.read_text().splitlines()[exc.value.line - 1].strip() == \
+        "The maximum number of steps has been reached."
+
+
+def test_md_reaching_its_steps_is_not_a_bfgs_failure():
+    """md prints 'The maximum number of steps has been reached.' too; only BFGS's is a failure."""
+    assert "The maximum number of steps has been reached." in MD.read_text()
+    assert len(read_pw_output(MD, expected_n_atoms=2).frames) == 3
+
+
+@pytest.mark.parametrize("name", ["bfgs_reset", "nstep"])
+def test_structure_step_refuses_an_unconverged_relax(tmp_path, name):
+    from kappaflow.errors import KappaflowError
+    from kappaflow.steps import structure_from_relax
+
+    with pytest.raises(KappaflowError, match="BFGS relaxation"):
+        structure_from_relax(DATA / f"si_vc-relax_{name}.in", DATA / f"si_vc-relax_{name}_qe6.7.out",
+                             tmp_path / "unitcell.json")
+    assert not (tmp_path / "unitcell.json").exists()
+
+
+@pytest.mark.skipif(shutil.which("pw.x") is None, reason="pw.x (Quantum ESPRESSO) not installed")
+def test_relax_rule_fails_a_real_bfgs_history_reset(tmp_path):
+    """The same provocation run through the relax rule's code with Debian's pw.x: pw.x exits 0, the run
+    is refused and recorded (failure.json), no pw.out appears."""
+    import json
+
+    from kappaflow.dft import run_pw
+
+    here = tmp_path / "relax"
+    here.mkdir()
+    (here / "pw.in").write_text((DATA / "si_vc-relax_bfgs_reset.in").read_text())
+    with pytest.raises(RelaxNotConvergedError, match="history already reset"):
+        run_pw(here / "pw.in", here / "pw.out", "pw.x", log=lambda _: None)
+    record = json.loads((here / "failure.json").read_text())
+    assert record["reason_code"] == "relax_not_converged" and not (here / "pw.out").exists()
+    assert "bfgs converged in" in (here / "pw.out.failed").read_text()

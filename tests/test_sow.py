@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from kappaflow.engine import Engine
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.sow import SowSettings, generate_displacements, shell_cutoff_ang, sow
 
@@ -9,6 +10,7 @@ from conftest import REPO
 
 GES2 = REPO / "config/systems/ges2/GeS2.scf.in"
 GES2_TEMPLATE = REPO / "config/systems/ges2/GeS2.sc.scf.in"
+MOCK = Engine("mock --model ges2-morse", "kappaflow-mock-pw test")  # reads no pseudopotential
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def test_thirdorder_minus3_cutoff_for_ges2(ges2):
 
 def test_ges2_systematic_count_is_phono3pys(ges2, tmp_path):
     settings = SowSettings(supercell_matrix=[3, 3, 1], neighbour_shells=3)
-    manifest = sow(ges2, settings, GES2_TEMPLATE, tmp_path, "mock", {"control": {"pseudo_dir": "/p"}})
+    manifest = sow(ges2, settings, GES2_TEMPLATE, tmp_path, MOCK, {"control": {"pseudo_dir": "/p"}})
     assert manifest["n_displaced_fc3"] == 278  # facts.md: phono3py at 4.304 Å
     keys = {j["key"] for j in manifest["jobs"]}
     # phono3py emits a few identical supercells; the store computes each once
@@ -38,10 +40,10 @@ def test_ges2_systematic_count_is_phono3pys(ges2, tmp_path):
 
 def test_existing_inputs_are_never_rewritten(ges2, tmp_path):
     settings = SowSettings(supercell_matrix=[3, 3, 1], pair_cutoff_ang=3.0)
-    first = sow(ges2, settings, GES2_TEMPLATE, tmp_path, "mock")
+    first = sow(ges2, settings, GES2_TEMPLATE, tmp_path, MOCK)
     stamps = {j["key"]: (tmp_path / j["key"] / "pw.in").stat().st_mtime_ns for j in first["jobs"]}
     settings.pair_cutoff_ang = 4.0
-    second = sow(ges2, settings, GES2_TEMPLATE, tmp_path, "mock")
+    second = sow(ges2, settings, GES2_TEMPLATE, tmp_path, MOCK)
     assert set(stamps) < {j["key"] for j in second["jobs"]}
     for key, stamp in stamps.items():
         assert (tmp_path / key / "pw.in").stat().st_mtime_ns == stamp
@@ -49,9 +51,9 @@ def test_existing_inputs_are_never_rewritten(ges2, tmp_path):
 
 def test_engine_is_part_of_the_key(ges2, tmp_path):
     settings = SowSettings(supercell_matrix=[3, 3, 1], pair_cutoff_ang=2.5)
-    a = {j["key"] for j in sow(ges2, settings, GES2_TEMPLATE, tmp_path, "pw.x")["jobs"]}
-    b = {j["key"] for j in sow(ges2, settings, GES2_TEMPLATE, tmp_path, "mock --model ges2-morse")["jobs"]}
-    assert a.isdisjoint(b)
+    a = {j["key"] for j in sow(ges2, settings, GES2_TEMPLATE, tmp_path, Engine("mock --model x", "v"))["jobs"]}
+    b = {j["key"] for j in sow(ges2, settings, GES2_TEMPLATE, tmp_path, MOCK)["jobs"]}
+    assert a.isdisjoint(b)  # more on the key: tests/test_store_key.py
 
 
 def test_random_strategy_displaces_every_atom(ges2, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from kappaflow import config, plan, sweep
+from kappaflow.engine import Engine
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.steps import sow_settings
 
@@ -15,7 +16,7 @@ from conftest import REPO, mock_invocations, run_snakemake
 
 def keys_at(cfg, unit, supercell, cutoff):
     sow_cfg = sweep.point_sow_config(cfg["sow"], {"supercell": supercell, "cutoff": cutoff})
-    jobs, _ = plan.sow_keys(unit, sow_settings(sow_cfg), cfg["supercell_template"], "mock test", {})
+    jobs, _ = plan.sow_keys(unit, sow_settings(sow_cfg), cfg["supercell_template"], Engine("mock test", "test"), {})
     return {k for _, k in jobs}
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,33 +29,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kappaflow import units
-from kappaflow.errors import KappaflowError, PwOutputError
+from kappaflow import engine, units
+from kappaflow.engine import MOCK_EXECUTABLE, engine_tag, is_mock_command  # noqa: F401  (dft's names)
+from kappaflow.errors import ConfigError, KappaflowError, PwOutputError
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import ScfNotConvergedError, read_pw_output
 
-MOCK_EXECUTABLE = "kappaflow-mock-pw"
 RESCUE_INPUT = "pw.rescue.in"
 RESCUE_RECORD = "rescue.json"
 FAILURE_RECORD = "failure.json"
 UNCONVERGED_SUFFIX = ".unconverged"  # pw.out.unconverged: the first output of a rescued run
 QE_DEFAULT_MIXING_BETA = 0.7
 QE_DEFAULT_ELECTRON_MAXSTEP = 100
-
-
-def is_mock_command(pw_command: str) -> bool:
-    words = shlex.split(pw_command)
-    return any(Path(w).name == MOCK_EXECUTABLE for w in words)
-
-
-def engine_tag(pw_command: str) -> str:
-    """What decides the physics of a run: 'pw.x' for Quantum ESPRESSO (however it is launched:
-    ``pw.x``, ``srun pw.x -nk 2`` and ``mpirun -np 4 pw.x`` share results), or the mock and its model."""
-    words = shlex.split(pw_command)
-    for i, w in enumerate(words):
-        if Path(w).name == MOCK_EXECUTABLE:
-            return "mock " + " ".join(words[i + 1:])
-    return "pw.x"
 
 
 @dataclass
@@ -117,7 +104,7 @@ def _describe(changes: dict) -> str:
 
 
 def _attempt(input_path: Path, output_path: Path, work: Path, pw_command: str, n_atoms: int, run_env: dict,
-             log):
+             log, identity: dict | None = None):
     """One pw.x run in ``work``; the parsed output, or PwOutputError (output kept as pw.out.failed)."""
     partial = output_path.with_name(output_path.name + ".partial")
     failed = output_path.with_name(output_path.name + ".failed")
@@ -133,6 +120,8 @@ def _attempt(input_path: Path, output_path: Path, work: Path, pw_command: str, n
     elapsed = time.perf_counter() - t0
     try:
         run = read_pw_output(partial, expected_n_atoms=n_atoms)
+        if identity is not None:
+            engine.check_run(run, identity, input_path)
     except PwOutputError as exc:
         partial.replace(failed)
         stderr = (work / "stderr.txt").read_text().strip().splitlines()
@@ -178,6 +167,10 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
     rescue = ScfRescue.from_config(rescue)
     pw = read_pw_input(input_path)
     n_atoms = len(pw.atoms)
+    identity = engine.read_identity(input_path)  # a store input: what its key was made from
+    if identity is not None:
+        pw.require_free_atoms("a store run (a force set for the force constants)")
+        engine.check_pseudopotentials_unchanged(input_path, identity)
     here = output_path.parent
     work = here / "work"
     if work.exists():
@@ -196,7 +189,8 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
     rescue_info = None
     try:
         try:
-            run, partial, elapsed = _attempt(input_path, output_path, work, pw_command, n_atoms, run_env, log)
+            run, partial, elapsed = _attempt(input_path, output_path, work, pw_command, n_atoms, run_env, log,
+                                             identity)
         except ScfNotConvergedError as exc:
             attempts.append({"input": str(input_path), "output": str(failed), "reason": exc.reason,
                              "line": exc.line})
@@ -211,7 +205,7 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
             first_wall = _wall_time_or_none(unconverged)
             try:
                 run, partial, elapsed = _attempt(rescue_path, output_path, work, pw_command, n_atoms, run_env,
-                                                 log)
+                                                 log, identity)
             except PwOutputError as exc2:
                 attempts.append({"input": str(rescue_path), "output": str(failed), "reason": exc2.reason,
                                  "line": exc2.line, "changes": changes})
@@ -240,6 +234,35 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
     return run.wall_time_s
 
 
+def run_dft(input_path, output_path, dft_cfg: dict) -> float:
+    """One pw.x run of the ``dft`` (or ``relax``) rule with the config's ``dft`` block: SCF rescue of
+    ``dft.scf_rescue``; a final failure writes failure.json.  Progress goes to the rule's log."""
+    from kappaflow.logs import LOG_FILES, progress
+
+    return run_pw(input_path, output_path, dft_cfg["pw_command"], keep_scratch=dft_cfg["keep_scratch"],
+                  log=progress, rescue=dft_cfg.get("scf_rescue"), rule_log=LOG_FILES[-1] if LOG_FILES else None)
+
+
+def scaling_pw_command(scaling_cfg: dict, ranks: int) -> str:
+    """The scaling study's launch command for ``ranks`` MPI ranks ({ranks} in ``scaling.pw_command``);
+    one rank: ``scaling.pw_command_serial`` (no srun inside the job step's own srun)."""
+    if ranks == 1:
+        return scaling_cfg["pw_command_serial"]
+    template = scaling_cfg["pw_command"]
+    if "{ranks}" not in template:
+        raise ConfigError(f"scaling.pw_command must contain {{ranks}} (got {template!r})")
+    return template.format(ranks=ranks)
+
+
+def run_scaling_pw(input_path, output_path, scaling_cfg: dict, ranks: int) -> float:
+    """One pw.x run of the scaling study on ``ranks`` MPI ranks (rules scaling_run_*)."""
+    from kappaflow.logs import progress
+
+    wall = run_pw(input_path, output_path, scaling_pw_command(scaling_cfg, int(ranks)), log=progress)
+    progress(f"scaling: {Path(output_path).parent.name}: pw.x WALL {wall:.2f} s on {ranks} rank(s)")
+    return wall
+
+
 def _wall_time_or_none(path) -> float | None:
     from kappaflow.qe.pwout import _WALL, parse_wall_time
 
@@ -251,6 +274,59 @@ def _wall_time_or_none(path) -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+# --- SCF accuracy of the forces that enter a fit ----------------------------------------------
+_SCF_CORRECTION = re.compile(r"Total SCF correction\s*=\s*(\S+)")
+_N_ATOMS = re.compile(r"^\s*number of atoms/cell\s*=\s*(\d+)", re.M)
+
+
+def scf_force_error_ev_per_ang(path) -> float | None:
+    """pw.x's estimate of the force error left by the incomplete SCF of the run in ``path``: its last
+    'Total SCF correction' (the norm over all 3N force components, Ry/au) as an RMS per Cartesian
+    component, eV/Å (``/ sqrt(3 N)``: the quantity the noise study's amplitude is).  None when the
+    output prints no SCF correction."""
+    text = Path(path).read_text(errors="replace")
+    values = _SCF_CORRECTION.findall(text)
+    atoms = _N_ATOMS.search(text)
+    if not values or atoms is None:
+        return None
+    try:
+        total = float(values[-1])
+    except ValueError:  # '*****': beyond the print format
+        return float("inf")
+    return float(units.ry_per_bohr_to_ev_per_ang(total)) / math.sqrt(3 * int(atoms.group(1)))
+
+
+def check_scf_accuracy(manifest: dict, store_dir, limit_ev_per_ang) -> None:
+    """Refuse force sets whose SCF force error estimate (:func:`scf_force_error_ev_per_ang`) exceeds
+    ``reap.max_scf_correction_ev_per_ang``, listing every such run (key, role, index, estimate, file);
+    ``None`` disables the check.  Called by ``steps.mapped_forces`` before a fit reads the forces."""
+    if limit_ev_per_ang is None:
+        return
+    rows, seen, n = [], set(), 0
+    for job in manifest["jobs"]:
+        if job["key"] in seen:
+            continue
+        seen.add(job["key"])
+        path = Path(job.get("output") or Path(store_dir) / job["key"] / "pw.out")
+        error = scf_force_error_ev_per_ang(path)
+        n += 1
+        if error is not None and error > limit_ev_per_ang:
+            rows.append((job["key"], job["role"], str(job["index"]), f"{error * 1e6:.1f}", str(path)))
+    if not rows:
+        return
+    rows.sort(key=lambda r: -float(r[3]))
+    table = [("key", "role", "index", "µeV/Å", "pw.x output")] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in table]
+    raise KappaflowError(
+        f"{len(rows)} of {n} pw.x runs have an SCF force error above reap.max_scf_correction_ev_per_ang = "
+        f"{limit_ev_per_ang * 1e6:g} µeV/Å (pw.x's 'Total SCF correction' / sqrt(3N), RMS per Cartesian "
+        "component); their forces would enter the force-constant fit with more error than kappa tolerates "
+        "(docs/noise.md). Lower conv_thr (dft.pw_overrides: {electrons: {conv_thr: 1.0e-12}}, or in the "
+        "supercell template: the runs are recomputed under new keys), or raise the limit to what your "
+        "system tolerates (its noise study's tolerance.json; docs/robustness.md):\n" + "\n".join(lines))
 
 
 # --- failures, listed together -----------------------------------------------------------------

@@ -372,9 +372,16 @@ def plan_structure(cfg: dict):
     return read_pw_input(cfg["unitcell"]).atoms, source
 
 
-def sow_keys(unitcell, settings, template_path, engine_tag: str, pw_overrides: dict, ph3=None):
-    """The manifest jobs (role, key) the sow would write, computed with the sow's own functions but
-    writing nothing."""
+UNKEYED = "text:"  # prefix of the stand-in keys of sow_keys without an engine (distinct per input text)
+
+
+def sow_keys(unitcell, settings, template_path, engine, pw_overrides: dict, ph3=None):
+    """The manifest jobs (role, key) the sow would write, computed with the sow's own functions
+    (:func:`kappaflow.sow.engine_key`) but writing nothing.  ``engine`` None (no pw.x or no
+    pseudopotential files where the plan runs): ``text:<sha256 of the input>`` in place of the key,
+    one per distinct input like the keys, never found in a store."""
+    import hashlib
+
     from kappaflow import sow
     from kappaflow.structure import from_phonopy, labels_of
 
@@ -386,7 +393,9 @@ def sow_keys(unitcell, settings, template_path, engine_tag: str, pw_overrides: d
     def add(role, cell, s2u):
         atoms = from_phonopy(cell, [labels[u] for u in s2u])
         text = sow.supercell_input_text(template_text, str(template_path), atoms, pw_overrides)
-        jobs.append((role, sow.engine_key(engine_tag, text)))
+        key = (sow.engine_key(engine, text, str(template_path)) if engine is not None
+               else UNKEYED + hashlib.sha256(text.encode()).hexdigest()[:20])
+        jobs.append((role, key))
 
     s2u = [ph3.supercell.u2u_map[s] for s in ph3.supercell.s2u_map]
     if settings.subtract_residual_forces:
@@ -403,11 +412,31 @@ def sow_keys(unitcell, settings, template_path, engine_tag: str, pw_overrides: d
     return jobs, ph3
 
 
+def plan_engine(cfg: dict, unitcell):
+    """(engine, note): the engine the sow would key the store with, or None and why not (no pw.x, no
+    pseudopotential files where the plan runs: then nothing counts as stored)."""
+    from kappaflow.engine import engine_for, identity
+    from kappaflow.errors import KappaflowError
+    from kappaflow.steps import pw_overrides_for_supercells
+
+    try:
+        engine = engine_for(cfg["dft"])
+        # the pseudopotentials the inputs name (the template with the config's overrides)
+        from kappaflow import sow
+
+        text = sow.supercell_input_text(Path(cfg["supercell_template"]).read_text(), cfg["supercell_template"],
+                                        unitcell, pw_overrides_for_supercells(cfg["dft"]))
+        identity(engine, text, cfg["supercell_template"])
+    except KappaflowError as exc:
+        return None, f"store not checked ({exc}): no run counts as stored"
+    return engine, f"store keys: {engine.tag} {engine.version}" + (
+        ", pseudopotential sha256" if engine.reads_pseudopotentials else "")
+
+
 def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: int,
-             store_dir=None, basis_mode: str = "exact") -> dict:
+             store_dir=None, basis_mode: str = "exact", engine=None) -> dict:
     from kappaflow import sow
     from kappaflow.bte import temperatures_from_config
-    from kappaflow.dft import engine_tag
     from kappaflow.steps import pw_overrides_for_supercells, sow_settings
 
     t0 = time.perf_counter()
@@ -416,10 +445,10 @@ def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: in
     sow_cfg.update(pair_cutoff_ang=pair, neighbour_shells=shells)
     settings = sow_settings(sow_cfg)
     cutoff_ang = sow.effective_pair_cutoff(unitcell, settings) if cand.strategy == "systematic" else None
-    jobs, ph3 = sow_keys(unitcell, settings, cfg["supercell_template"], engine_tag(cfg["dft"]["pw_command"]),
+    jobs, ph3 = sow_keys(unitcell, settings, cfg["supercell_template"], engine,
                          pw_overrides_for_supercells(cfg["dft"]))
     keys = {k for _, k in jobs}
-    stored = sum(1 for k in keys if store_dir and (Path(store_dir) / k / "pw.out").exists())
+    stored = sum(1 for k in keys if store_dir and engine is not None and (Path(store_dir) / k / "pw.out").exists())
     n_super = len(ph3.supercell)
     n_prim = len(unitcell)
     n2 = len(ph3.phonon_supercell) if settings.fc2_supercell_matrix is not None else None
@@ -465,16 +494,17 @@ def plan_candidates(cfg: dict, candidates: list[Candidate], progress=None) -> di
     plan_cfg = cfg.get("plan") or {}
     cost = CostModel.from_cost_table(results / "dft" / "cost.csv", plan_cfg.get("cost_reference"))
     k_points = k_points_of_template(cfg["supercell_template"], unitcell)
+    engine, store_note = plan_engine(cfg, unitcell)
     rows = []
     for n, cand in enumerate(candidates, start=1):
         if progress:
             progress(f"plan: {n}/{len(candidates)} {cand.label}")
         rows.append(plan_one(cfg, cand, unitcell, cost, k_points, results / "dft",
-                             plan_cfg.get("fc3_basis", "exact")))
+                             plan_cfg.get("fc3_basis", "exact"), engine=engine))
     first = rows[0]["relative_cost"] if rows else 1.0
     for r in rows:
         r["relative_cost"] = r["relative_cost"] / first
-    return {"rows": rows, "structure": structure_source, "cost_source": cost.source,
+    return {"rows": rows, "structure": structure_source, "cost_source": cost.source, "store": store_note,
             "cost_model": ("measured pw.x WALL times from the cost table (other sizes scaled with atoms^3)"
                            if cost.measured else
                            "scaling model: cost per run ∝ atoms^3 × k-points"
@@ -528,6 +558,7 @@ def format_table(plan: dict) -> str:
              for row in table]
     lines.insert(1, "-" * len(lines[0]))
     notes = [f"structure: {plan['structure']}", f"cost: {plan['cost_model']}; source: {plan['cost_source']}",
+             f"stored runs: {plan.get('store', 'store keys unknown')}",
              "memory: estimated peak RSS (docs/planning.md); '!' = cutoff beyond half the shortest image "
              "distance of the supercell",
              "FC3 params: symfc basis size (translational sum rule) at the pair cutoff (random: all triplets); "

@@ -20,6 +20,7 @@ from pathlib import Path
 from kappaflow.plotting import save_figure
 import numpy as np
 
+from kappaflow.dft import scaling_pw_command
 from kappaflow.errors import ConfigError
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
@@ -90,14 +91,7 @@ def write_inputs(structure_path, unitcell_input, template_path, amplitude_ang: f
     return written
 
 
-def pw_command_for(scaling_cfg: dict, ranks: int) -> str:
-    """The launch command for ``ranks`` MPI ranks ({ranks} in the template); one rank: the serial command."""
-    if ranks == 1:
-        return scaling_cfg["pw_command_serial"]
-    template = scaling_cfg["pw_command"]
-    if "{ranks}" not in template:
-        raise ConfigError(f"scaling.pw_command must contain {{ranks}} (got {template!r})")
-    return template.format(ranks=ranks)
+pw_command_for = scaling_pw_command  # the launch command per rank count (kappaflow.dft)
 
 
 def collect(runs: list[dict], outputs: dict) -> list[dict]:
@@ -175,24 +169,15 @@ def plot(rows: list[dict], strong_png, weak_png, title: str = "", unit: str = "M
 # ----------------------------------------------------------------------------------------------------
 # steps called by the Snakemake scripts
 def step_inputs(structure_path, unitcell_input, template_path, amplitude_ang, pw_overrides, runs, out_dir):
-    from kappaflow.steps import progress
+    from kappaflow.logs import progress
 
     written = write_inputs(structure_path, unitcell_input, template_path, amplitude_ang, pw_overrides, runs,
                            out_dir)
     progress(f"scaling: {len(written)} pw.x inputs ({', '.join(written)})")
 
 
-def step_run(input_path, output_path, scaling_cfg: dict, ranks: int):
-    from kappaflow import dft
-    from kappaflow.steps import progress
-
-    command = pw_command_for(scaling_cfg, int(ranks))
-    wall = dft.run_pw(input_path, output_path, command, log=progress)
-    progress(f"scaling: {Path(output_path).parent.name}: pw.x WALL {wall:.2f} s on {ranks} rank(s)")
-
-
 def step_report(runs, outputs, table_path, strong_png, weak_png, title=""):
-    from kappaflow.steps import progress
+    from kappaflow.logs import progress
 
     by_name = {Path(p).parent.name: p for p in outputs}
     rows = collect(runs, by_name)

@@ -9,16 +9,16 @@ from kappaflow.errors import KappaflowError
 
 
 def run(step, *args, log=None, **kwargs):
-    from kappaflow import steps
+    from kappaflow import logs  # not kappaflow.steps: the pw.x jobs' environment has no phono3py
 
     if log:
         path = Path(str(log[0] if isinstance(log, (list, tuple)) or hasattr(log, "__getitem__")
                         and not isinstance(log, str) else log))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-        steps.LOG_FILES.append(path)
+        logs.LOG_FILES.append(path)
     try:
         return step(*args, **kwargs)
     except KappaflowError as exc:
-        steps.progress(f"ERROR: {exc}")
+        logs.progress(f"ERROR: {exc}")
         sys.exit(1)

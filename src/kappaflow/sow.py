@@ -11,7 +11,7 @@ Strategies
 
 Each supercell becomes one pw.x input built from the user's supercell template (thirdorder's
 ``##NATOMS##``, ``##CELL##``, ``##COORDINATES##``, ``##NUMBER##``), written canonically and keyed by a hash
-of the exact text and of the DFT engine.  An input that already exists in the store is never rewritten,
+of the exact text and of the DFT engine (program, version, pseudopotential files: :func:`engine_key`).  An input that already exists in the store is never rewritten,
 so its finished pw.x output stays valid when the sow is repeated with other settings.
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from kappaflow.engine import IDENTITY_FILE, Engine, identity, key_header
 from kappaflow.errors import ConfigError
 from kappaflow.qe.pwin import PwInput, check_template, fill_template, parse_pw_input
 from kappaflow.structure import from_phonopy, labels_of, to_phonopy
@@ -136,8 +137,42 @@ def generate_displacements(unitcell: Atoms, settings: SowSettings):
     return ph3
 
 
-def engine_key(engine_tag: str, text: str) -> str:
-    return hashlib.sha256((engine_tag + "\n" + text).encode()).hexdigest()[:20]
+def engine_key(engine: Engine, text: str, source: str = "<input>") -> str:
+    """The store key of the pw.x input ``text`` run by ``engine``: sha256 of the engine's identity (key
+    scheme, engine tag, program version, sha256 of each pseudopotential file the input names; the mock
+    reads none) and the exact text, 20 hex digits.  The one place store keys are made (sow, sweeps, the
+    AIMD route, ``kappaflow plan``)."""
+    return _key(identity(engine, text, source), text)
+
+
+def _key(ident: dict, text: str) -> str:
+    return hashlib.sha256((key_header(ident) + text).encode()).hexdigest()[:20]
+
+
+def store_input(store_dir, engine: Engine, text: str, source: str = "<input>") -> str:
+    """Write ``text`` as ``store_dir/<key>/pw.in`` (with ``engine.json``, what the key was made from)
+    unless it exists; return the key.  An existing input is never touched (its mtime keeps a finished
+    ``dft`` job finished), and several sows may write into one store at once (sweep points)."""
+    ident = identity(engine, text, source)
+    key = _key(ident, text)
+    target = Path(store_dir) / key / "pw.in"
+    if not target.exists():
+        from kappaflow.steps import atomic_path
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not (target.parent / IDENTITY_FILE).exists():
+            with atomic_path(target.parent / IDENTITY_FILE) as tmp:
+                tmp.write_text(json.dumps(ident, indent=1))
+        # link a private temporary into place only if no one did first: pw.in is never rewritten
+        tmp = target.with_name(f"pw.in.tmp{os.getpid()}")
+        tmp.write_text(text)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return key
 
 
 def supercell_input_text(template_text: str, template_path: str, atoms: Atoms,
@@ -146,6 +181,7 @@ def supercell_input_text(template_text: str, template_path: str, atoms: Atoms,
     coords_digest = hashlib.sha256(np.round(atoms.get_scaled_positions(wrap=False), 12).tobytes())
     filled = fill_template(template_text, atoms, template_path, number=coords_digest.hexdigest()[:8])
     pw = parse_pw_input(filled, template_path)
+    pw.require_free_atoms("a displaced supercell")
     if len(pw.atoms) != len(atoms):
         raise ConfigError(f"{template_path}: filled template has {len(pw.atoms)} atoms, expected {len(atoms)}")
     apply_overrides(pw, pw_overrides or {})
@@ -161,9 +197,10 @@ def apply_overrides(pw: PwInput, overrides: dict) -> None:
                 pw.set(namelist, key, value)
 
 
-def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine_tag: str,
+def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine: Engine,
         pw_overrides: dict | None = None, disp_yaml_path=None, progress=None) -> dict:
-    """Generate displacements, write new pw.x inputs into the store, and return the manifest."""
+    """Generate displacements, write new pw.x inputs into the store (keyed by :func:`engine_key`), and
+    return the manifest."""
     template_path = str(template_path)
     template_text = Path(template_path).read_text()
     check_template(template_text, template_path)
@@ -179,20 +216,7 @@ def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine
         labels = [labels_unit[u] for u in unit_indices]
         atoms = from_phonopy(cell, labels)
         text = supercell_input_text(template_text, template_path, atoms, pw_overrides)
-        key = engine_key(engine_tag, text)
-        target = store_dir / key / "pw.in"
-        if not target.exists():
-            # several sows may share the store (sweep points run in parallel): write a private temporary
-            # and link it into place only if no one did first, so an existing pw.in is never touched
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"pw.in.tmp{os.getpid()}")
-            tmp.write_text(text)
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+        key = store_input(store_dir, engine, text, template_path)
         jobs.append({"key": key, "role": role, "index": index, "n_atoms": len(atoms)})
 
     s2u = unit_index_map(ph3.supercell)
@@ -225,7 +249,8 @@ def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine
         "n_supercells_total": n_total,
         "n_displaced_fc3": n_fc3,
         "n_displaced_fc2": sum(1 for j in jobs if j["role"] == "fc2"),
-        "engine": engine_tag,
+        "engine": engine.tag,
+        "engine_version": engine.version,
         "jobs": jobs,
     }
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,9 @@ import numpy as np
 from kappaflow import bte as bte_mod
 from kappaflow import dft, reap, sow
 from kappaflow.atomic import atomic_path  # noqa: F401  (the one atomic-write helper; re-exported)
+from kappaflow.engine import engine_for
 from kappaflow.errors import KappaflowError
+from kappaflow.logs import LOG_FILES, progress  # noqa: F401  (re-exported: scripts and the CLI use them)
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
 from kappaflow.structure import read_structure, write_structure
@@ -26,16 +27,6 @@ from kappaflow.structure import read_structure, write_structure
 log = logging.getLogger("kappaflow")
 
 
-LOG_FILES: list[Path] = []
-
-
-def progress(message: str) -> None:
-    """Progress to standard error and to the rule's log file (if a script registered one)."""
-    line = f"[kappaflow] {message}"
-    print(line, file=sys.stderr, flush=True)
-    for path in LOG_FILES:
-        with open(path, "a") as fh:
-            fh.write(line + "\n")
 
 
 # --- structure ----------------------------------------------------------------------------------
@@ -110,7 +101,7 @@ def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_d
             sow.write_manifest(tmp, manifest)
         return manifest
     with atomic_path(disp_yaml_path) as tmp_yaml:
-        manifest = sow.sow(unit, settings, template_path, store_dir, dft.engine_tag(dft_cfg["pw_command"]),
+        manifest = sow.sow(unit, settings, template_path, store_dir, engine_for(dft_cfg),
                            pw_overrides_for_supercells(dft_cfg), disp_yaml_path=tmp_yaml, progress=progress)
     unique = len({j["key"] for j in manifest["jobs"]})
     new = sum(1 for k in {j["key"] for j in manifest["jobs"]} if not (Path(store_dir) / k / "pw.out").exists())
@@ -134,10 +125,7 @@ def imported_outputs(manifest_path) -> list[str]:
 
 
 # --- dft ----------------------------------------------------------------------------------------
-def run_dft(input_path, output_path, dft_cfg: dict) -> None:
-    """One pw.x run with the SCF rescue of ``dft.scf_rescue``; a final failure writes failure.json."""
-    dft.run_pw(input_path, output_path, dft_cfg["pw_command"], keep_scratch=dft_cfg["keep_scratch"],
-               log=progress, rescue=dft_cfg.get("scf_rescue"), rule_log=LOG_FILES[-1] if LOG_FILES else None)
+run_dft = dft.run_dft  # one pw.x run (kappaflow.dft.run_dft; scripts/run_pw.py calls it without this module)
 
 
 def run_cost(manifest_path, store_dir, dft_cfg: dict, table_path, summary_path) -> dict:
@@ -162,9 +150,11 @@ def load_phono3py(disp_yaml_path, log_level: int = 0):
 
 def mapped_forces(manifest: dict, store_dir, disp_yaml_path, reap_cfg: dict, ph3=None):
     """Every force set of ``manifest``, mapped by position onto the supercell phono3py_disp.yaml expects
-    (reap.atom_map_tolerance_ang): the one way every consumer (reap, gate, noise, sweep) reads forces."""
+    (reap.atom_map_tolerance_ang), after the SCF accuracy check (reap.max_scf_correction_ev_per_ang): the
+    one way every consumer (reap, gate, noise, sweep) reads forces."""
     from kappaflow.atom_map import DEFAULT_TOLERANCE_ANG
 
+    dft.check_scf_accuracy(manifest, store_dir, reap_cfg.get("max_scf_correction_ev_per_ang"))
     ph3 = load_phono3py(disp_yaml_path) if ph3 is None else ph3
     tolerance_ang = float(reap_cfg.get("atom_map_tolerance_ang", DEFAULT_TOLERANCE_ANG))
     return reap.load_forces(manifest, store_dir, expected=reap.expected_supercells(ph3),

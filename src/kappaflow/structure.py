@@ -1,5 +1,8 @@
 """Crystal structures passed between rules, and conversions between ASE and phonopy objects.
 
+pw.x species labels (``Fe1``, ``Fe2``) are kept: in the structure file, in every pw.x input, and for the
+symmetry of phonopy/phono3py (:func:`to_phonopy`).
+
 A structure file is JSON: cell (Å, rows), fractional positions, element symbols, pw.x species labels,
 masses (amu) and where it came from.  JSON with full float64 ``repr`` round-trips bit for bit.
 """
@@ -46,9 +49,29 @@ def read_structure(path) -> Atoms:
     return atoms
 
 
+def label_classes(atoms: Atoms) -> np.ndarray | None:
+    """Per atom the index (1, 2, ...) of its pw.x species label, when some element carries more than one
+    label (Fe1/Fe2: pw.x treats them as different species, so they are not symmetry equivalent); None
+    when every element has one label (the symmetry is the elements')."""
+    labels = labels_of(atoms)
+    per_element: dict[str, set[str]] = {}
+    for symbol, label in zip(atoms.get_chemical_symbols(), labels):
+        per_element.setdefault(symbol, set()).add(label)
+    if all(len(v) == 1 for v in per_element.values()):
+        return None
+    order = sorted(set(labels))
+    return np.array([order.index(label) + 1 for label in labels], dtype=np.float64)
+
+
 def to_phonopy(atoms: Atoms) -> PhonopyAtoms:
+    """The structure for phonopy/phono3py: element symbols (isotope data, reports) and masses; species
+    labels that split an element (Fe1/Fe2) become distinct collinear "magnetic moments" (1, 2, ...), the
+    per-site tag phonopy 4.10 and phono3py pass to spglib's symmetry search (and symfc), so inequivalent
+    sites stay inequivalent.  (phonopy's symbol suffixes "Fe1" would not: its symmetry search uses atomic
+    numbers unless ``distinguish_symbol_index``, which phono3py 4.10 does not expose.)"""
     return PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.asarray(atoms.cell, dtype=np.float64),
-                        scaled_positions=atoms.get_scaled_positions(wrap=False), masses=atoms.get_masses())
+                        scaled_positions=atoms.get_scaled_positions(wrap=False), masses=atoms.get_masses(),
+                        magnetic_moments=label_classes(atoms))
 
 
 def from_phonopy(cell: PhonopyAtoms, labels: list[str] | None = None) -> Atoms:

@@ -1,4 +1,5 @@
 from kappaflow.dft import engine_tag
+from kappaflow.engine import KEY_SCHEME
 from kappaflow.plan import mem_mb_estimate
 from kappaflow.steps import imported_outputs, manifest_keys, pw_overrides_for_supercells
 

@@ -20,6 +20,7 @@ checkpoint aimd_plan:
         aimd=MLCFG["aimd"],
         engine=engine_tag(config["dft"]["pw_command"]),
         store=f"{R}/dft",
+        store_key=KEY_SCHEME,  # a new key scheme reruns the sow: old store entries are never reused
     log:
         f"{R}/logs/aimd_plan.log",
     script:

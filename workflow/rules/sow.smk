@@ -12,6 +12,7 @@ checkpoint sow:
         pw_overrides=pw_overrides_for_supercells(config["dft"]),
         engine=engine_tag(config["dft"]["pw_command"]),
         store=f"{R}/dft",
+        store_key=KEY_SCHEME,  # a new key scheme reruns the sow: old store entries are never reused
     log:
         f"{R}/logs/sow.log",
     script:

@@ -32,7 +32,8 @@ checkpoint stability_gate:
         dos=f"{R}/stability/dos.csv",
     params:
         stability={k: v for k, v in STABILITY.items() if k != "enabled"},
-        reap={"fc_calculator": config["reap"]["fc_calculator"]},
+        # the SCF accuracy check too: a run too inaccurate for the fit stops here, before the pair runs
+        reap={k: config["reap"][k] for k in ("fc_calculator", "max_scf_correction_ev_per_ang")},
         store=f"{R}/dft",
         title=config.get("description", config["name"]),
     log:

@@ -24,6 +24,7 @@ checkpoint sweep_sow:
         sow=lambda wc: point_sow_config(config["sow"], SWEEP_FORCE_POINTS[wc.point]),
         point=lambda wc: SWEEP_FORCE_POINTS[wc.point],
         store=f"{R}/dft",
+        store_key=KEY_SCHEME,  # a new key scheme reruns the sow: old store entries are never reused
     wildcard_constraints:
         point="sc[^/]+",
     log:

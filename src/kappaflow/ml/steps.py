@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kappaflow import aimd, sow
+from kappaflow.engine import engine_for
 from kappaflow.errors import KappaflowError
 from kappaflow.qe.pwin import check_template, read_pw_input
 from kappaflow.steps import atomic_path, progress, pw_overrides_for_supercells, sow_settings
@@ -23,15 +24,6 @@ from kappaflow.structure import from_phonopy, labels_of, read_structure
 
 ROLES = {"disp": ("base", "fc3", "fc2", "fc2_base"), "aimd": ("aimd",)}
 DATA_SETS = {"disp": ("disp",), "disp_aimd": ("disp", "aimd")}
-
-
-def _store_input(store_dir, engine: str, text: str) -> str:
-    key = sow.engine_key(engine, text)
-    target = Path(store_dir) / key / "pw.in"
-    if not target.exists():
-        with atomic_path(target) as tmp:
-            tmp.write_text(text)
-    return key
 
 
 def _undisplaced_supercell(structure_path, sow_cfg):
@@ -51,7 +43,8 @@ def plan_aimd(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, aimd_
     atoms = _undisplaced_supercell(structure_path, sow_cfg)
     scf_text = sow.supercell_input_text(template, str(template_path), atoms, pw_overrides_for_supercells(dft_cfg))
     settings = aimd.AimdSettings.from_config(aimd_cfg)
-    key = _store_input(store_dir, engine, aimd.md_input_text(scf_text, settings, str(template_path)))
+    key = sow.store_input(store_dir, engine_for(dft_cfg), aimd.md_input_text(scf_text, settings, str(template_path)),
+                          str(template_path))  # the sow's key and store writer
     plan = {"md_key": key, "n_atoms": len(atoms), "settings": aimd_cfg, "engine": engine}
     with atomic_path(plan_path) as tmp:
         aimd.write_plan(tmp, plan)
@@ -68,11 +61,12 @@ def sow_snapshots(plan_path, template_path, dft_cfg: dict, store_dir, snapshots_
     chosen, run = aimd.snapshots(md_dir / "pw.out", md_dir / "pw.in", settings)
     template = Path(template_path).read_text()
     overrides = pw_overrides_for_supercells(dft_cfg)
+    engine = engine_for(dft_cfg)
     jobs = []
     for frame, atoms in chosen:
         text = sow.supercell_input_text(template, str(template_path), atoms, overrides)
-        jobs.append({"key": _store_input(store_dir, plan["engine"], text), "role": "aimd", "index": frame,
-                     "n_atoms": len(atoms)})
+        jobs.append({"key": sow.store_input(store_dir, engine, text, str(template_path)), "role": "aimd",
+                     "index": frame, "n_atoms": len(atoms)})
     temps = aimd.temperature_trace(run)
     after = temps[settings.equilibration_steps:] or temps
     record = {"md_key": plan["md_key"], "n_frames": len(run.frames), "frames": [j["index"] for j in jobs],

@@ -2,8 +2,9 @@
 
 Two models are provided:
 
-* :func:`stillinger_weber_si` — matscipy's Stillinger–Weber silicon (PRB 31, 5262 (1985)); cohesive
-  energy 4.3366 eV/atom, equilibrium diamond lattice constant a0 ≈ 5.4309 Å.
+* :func:`stillinger_weber_si` — Stillinger–Weber silicon (PRB 31, 5262 (1985); :class:`StillingerWeber`,
+  numpy, equal to matscipy's Manybody form to round-off); cohesive energy 4.3366 eV/atom, equilibrium
+  diamond lattice constant a0 ≈ 5.4309 Å.
 * :class:`MorseNetwork` — a pair network of Morse springs built around a *reference crystal*: every
   pair of atoms closer than a cutoff in the reference is joined by a Morse spring whose rest length is
   its reference distance, so the reference is an exact equilibrium (zero forces, zero stress) and the
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
-from ase.neighborlist import primitive_neighbor_list
 
 from kappaflow.units import BOHR_ANG
 
@@ -38,6 +38,9 @@ __all__ = [
     "GES2_ALAT_BOHR",
     "GES2_MASSES",
     "MorseNetwork",
+    "StillingerWeber",
+    "SW_SI_PARAMETERS",
+    "periodic_pairs",
     "stillinger_weber_si",
     "ges2_reference",
     "ges2_mock_calculator",
@@ -51,19 +54,145 @@ SW_SI_LATTICE_CONSTANT_ANG = 5.4309
 SW_SI_COHESIVE_ENERGY_EV = 4.3366
 
 
+#: Stillinger–Weber silicon, PRB 31, 5262 (1985): the values of matscipy's
+#: ``Stillinger_Weber_PRB_31_5262_Si`` (including its cos θ0 = 0.333333333333)
+SW_SI_PARAMETERS = {
+    "epsilon_ev": 2.1683, "sigma_ang": 2.0951, "costheta0": 0.333333333333, "A": 7.049556277,
+    "B": 0.6022245584, "p": 4, "a": 1.80, "lambda": 21.0, "gamma": 1.20,
+}
+
+
 def stillinger_weber_si() -> Calculator:
-    """Stillinger–Weber silicon (PRB 31, 5262 (1985)) as matscipy's ``Manybody`` calculator.
+    """Stillinger–Weber silicon (PRB 31, 5262 (1985)): :class:`StillingerWeber` with
+    :data:`SW_SI_PARAMETERS`.  The energy is −4.3366 eV/atom for diamond Si at a0 = 5.4309 Å.
 
-    matscipy implements energy, free_energy, forces and stress (virial) analytically, so it is used
-    as is.  The energy is −4.3366 eV/atom for diamond Si at a0 = 5.4309 Å.
+    It equals matscipy's ``Manybody(**StillingerWeber(Stillinger_Weber_PRB_31_5262_Si))`` (energy,
+    forces and stress to round-off: tests/test_mock_potentials.py) but needs only numpy, so the mock
+    pw.x starts without importing scipy (matscipy's calculators import scipy.stats; docs/benchmarks.md).
     """
-    from matscipy.calculators.manybody import Manybody
-    from matscipy.calculators.manybody.explicit_forms.stillinger_weber import (
-        StillingerWeber,
-        Stillinger_Weber_PRB_31_5262_Si,
-    )
+    return StillingerWeber(**SW_SI_PARAMETERS)
 
-    return Manybody(**StillingerWeber(Stillinger_Weber_PRB_31_5262_Si))
+
+def periodic_pairs(cell: np.ndarray, positions: np.ndarray, cutoff_ang: float):
+    """Every ordered pair ``(i, j, n)`` with ``|x_j + n @ cell − x_i| < cutoff_ang`` (``n`` integer
+    lattice translations; an atom is not its own pair at ``n = 0``), sorted by ``i``.  Plain numpy
+    (the role of ``ase.neighborlist.primitive_neighbor_list``, which imports scipy)."""
+    cell = np.asarray(cell, dtype=np.float64)
+    pos = np.asarray(positions, dtype=np.float64)
+    frac = pos @ np.linalg.inv(cell)
+    shift = np.floor(frac)
+    wrapped = (frac - shift) @ cell
+    # planes of lattice points along a_c are 1/|b_c| apart (b = rows of inv(cell).T)
+    spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)
+    reach = np.ceil(cutoff_ang / spacing).astype(int)
+    grid = np.array([(a, b, c) for a in range(-reach[0], reach[0] + 1) for b in range(-reach[1], reach[1] + 1)
+                     for c in range(-reach[2], reach[2] + 1)], dtype=np.int64)
+    n_atoms = len(pos)
+    i_all, j_all, n_all = [], [], []
+    cut2 = float(cutoff_ang) ** 2
+    for image in grid:
+        d = wrapped[None, :, :] + (image @ cell)[None, None, :] - wrapped[:, None, :]
+        inside = np.einsum("ijc,ijc->ij", d, d) < cut2
+        if not image.any():
+            np.fill_diagonal(inside, False)
+        i, j = np.nonzero(inside)
+        if len(i):
+            i_all.append(i)
+            j_all.append(j)
+            n_all.append(np.broadcast_to(image, (len(i), 3)))
+    if not i_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+    i = np.concatenate(i_all).astype(np.int64)
+    j = np.concatenate(j_all).astype(np.int64)
+    # translations between the given (unwrapped) positions
+    n = np.concatenate(n_all).astype(np.int64) - shift[j].astype(np.int64) + shift[i].astype(np.int64)
+    order = np.lexsort((j, i))
+    return i[order], j[order], n[order]
+
+
+class StillingerWeber(Calculator):
+    """The Stillinger–Weber potential (PRB 31, 5262 (1985)) in numpy, for one element.
+
+    ``E = ½ Σ_i Σ_{j≠i} [f_R(r_ij) + λε f_A(r_ij) Σ_{k≠i,j} f_A(r_ik) (cos θ_jik + cos θ0)²]`` with
+    ``f_R(r) = Aε (B (σ/r)^p − 1) exp(σ/(r − aσ))`` and ``f_A(r) = exp(γσ/(r − aσ))`` for r < aσ (zero
+    beyond): the two-body term per pair and the three-body term per angle at every atom, matscipy's
+    Manybody form.  Energy, forces and stress (ASE convention, Voigt, eV/Å³) from the analytic
+    derivatives with respect to the pair vectors.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    nolabel = True
+
+    def __init__(self, epsilon_ev, sigma_ang, costheta0, A, B, p, a, **kwargs):
+        lam = kwargs.pop("lambda")
+        gamma = kwargs.pop("gamma")
+        super().__init__(**kwargs)
+        self.epsilon, self.sigma, self.costheta0 = float(epsilon_ev), float(sigma_ang), float(costheta0)
+        self.A, self.B, self.p, self.a = float(A), float(B), float(p), float(a)
+        self.lam, self.gamma = float(lam), float(gamma)
+        self.cutoff_ang = self.a * self.sigma
+
+    def evaluate(self, atoms: Atoms):
+        """``(energy, forces, stress_voigt)`` of ``atoms``."""
+        cell = np.array(atoms.cell.array, dtype=np.float64)
+        pos = np.array(atoms.positions, dtype=np.float64)
+        n_atoms = len(atoms)
+        i, j, n = periodic_pairs(cell, pos, self.cutoff_ang)
+        d = pos[j] + n @ cell - pos[i]  # pair vectors r_ij
+        r = np.sqrt(np.einsum("pc,pc->p", d, d))
+        unit = d / r[:, None]
+        eps, sig, rc = self.epsilon, self.sigma, self.cutoff_ang
+        x = r - rc  # < 0 inside the cutoff
+        exp_r = np.exp(sig / x)
+        power = self.B * (sig / r) ** self.p
+        f_rep = self.A * eps * (power - 1.0) * exp_r
+        df_rep = self.A * eps * (-self.p * power / r) * exp_r - f_rep * sig / x**2
+        f_att = np.exp(self.gamma * sig / x)
+        df_att = -self.gamma * sig / x**2 * f_att
+        energy = 0.5 * float(f_rep.sum())
+        grad = (0.5 * df_rep)[:, None] * unit  # ∂E/∂r_p (pair vector)
+        # three-body: ordered pairs (p, q) of pairs sharing their first atom i, p ≠ q
+        counts = np.bincount(i, minlength=n_atoms)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        per_pair = counts[i]  # neighbours of i for each pair p
+        p_idx = np.repeat(np.arange(len(i)), per_pair)
+        offset = np.arange(len(p_idx)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+        q_idx = starts[i[p_idx]] + offset
+        keep = p_idx != q_idx
+        p_idx, q_idx = p_idx[keep], q_idx[keep]
+        if len(p_idx):
+            cos = np.einsum("tc,tc->t", unit[p_idx], unit[q_idx])
+            angular = cos + self.costheta0
+            g = angular**2
+            k = 0.5 * self.lam * eps
+            fa_p, fa_q = f_att[p_idx], f_att[q_idx]
+            energy += k * float(np.sum(fa_p * fa_q * g))
+            # ∂cos/∂r_p = (u_q − cos u_p)/|r_p|
+            dcos_p = (unit[q_idx] - cos[:, None] * unit[p_idx]) / r[p_idx][:, None]
+            dcos_q = (unit[p_idx] - cos[:, None] * unit[q_idx]) / r[q_idx][:, None]
+            g_p = k * ((df_att[p_idx] * fa_q * g)[:, None] * unit[p_idx]
+                       + (fa_p * fa_q * 2.0 * angular)[:, None] * dcos_p)
+            g_q = k * ((fa_p * df_att[q_idx] * g)[:, None] * unit[q_idx]
+                       + (fa_p * fa_q * 2.0 * angular)[:, None] * dcos_q)
+            for c in range(3):
+                grad[:, c] += np.bincount(p_idx, weights=g_p[:, c], minlength=len(i))
+                grad[:, c] += np.bincount(q_idx, weights=g_q[:, c], minlength=len(i))
+        forces = np.empty((n_atoms, 3), dtype=np.float64)
+        for c in range(3):  # r_p = x_j − x_i: F = −∂E/∂x
+            forces[:, c] = np.bincount(i, weights=grad[:, c], minlength=n_atoms) - np.bincount(
+                j, weights=grad[:, c], minlength=n_atoms)
+        virial = grad.T @ d  # Σ_p ∂E/∂r_p ⊗ r_p = ∂E/∂ε
+        sigma = 0.5 * (virial + virial.T) / abs(np.linalg.det(cell))
+        stress = np.array([sigma[0, 0], sigma[1, 1], sigma[2, 2], sigma[1, 2], sigma[0, 2], sigma[0, 1]],
+                          dtype=np.float64)
+        return energy, forces, stress
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if not np.all(self.atoms.pbc):
+            raise ValueError(f"StillingerWeber: the structure must be periodic in 3D, pbc={self.atoms.pbc}")
+        energy, forces, stress = self.evaluate(self.atoms)
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces, "stress": stress}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,13 +344,11 @@ class MorseNetwork(Calculator):
         # the nearest neighbour (for the default site tolerance)
         search = self.cutoff_ang + 2 * self._SHELL_GAP_ANG
         while True:
-            i, j, s = primitive_neighbor_list(
-                "ijS", (True, True, True), cell, wrapped, search, self_interaction=False
-            )
+            i, j, s = periodic_pairs(cell, wrapped, search)
             if len(i) > 0:
                 break
             search *= 2.0
-        n = s.astype(np.int64) - shift[j].astype(np.int64) + shift[i].astype(np.int64)
+        n = s - shift[j].astype(np.int64) + shift[i].astype(np.int64)
         keep = (i < j) | ((i == j) & _first_nonzero_positive(n))
         i, j, n = i[keep], j[keep], n[keep]
         r = np.linalg.norm(pos[j] - pos[i] + n @ cell, axis=1)

@@ -7,12 +7,13 @@ exact line layout (``!    total energy``, ``Forces acting on atoms (cartesian ax
 Dynamics`` blocks for md, the ``PWSCF ... WALL`` line and ``JOB DONE.``), so that the same parsers read
 mock and real runs.  Supported calculations: ``scf``, ``relax``, ``vc-relax``, ``md``.
 
-Models (``--model``): ``stillinger-weber-si`` (matscipy), ``ges2-morse`` (Morse network around the seed
+Models (``--model``): ``stillinger-weber-si`` (numpy Stillinger–Weber, equal to matscipy's), ``ges2-morse`` (Morse network around the seed
 GeS2 structure), ``morse-network --reference FILE`` (Morse network around the structure of a pw.x input).
 pw.x's parallelisation flags (``-nk``, ``-nd``, ``-nt``, ``-nb``, ``-ndiag``, ``-npool``) are accepted and
 ignored.  Pseudopotential files are not read.
 
-Test hooks (environment): ``KAPPAFLOW_MOCK_PW_LOG=FILE`` appends one line per invocation;
+Test hooks (environment): ``KAPPAFLOW_MOCK_PW_LOG=FILE`` appends one line per run (not for an empty
+input: the version probe of :func:`kappaflow.engine.detect_version`);
 ``KAPPAFLOW_MOCK_PW_FAULT=kind[@text]`` makes runs whose input path contains ``text`` (all runs without
 ``@``) fail like a broken pw.x run: ``truncate``, ``no-convergence``, ``nan-force``,
 ``wrong-natoms``, ``no-forces``, ``crash``.  ``KAPPAFLOW_MOCK_PW_SCF_MAX_BETA=beta[@text][,beta@text...]``
@@ -20,6 +21,8 @@ makes the SCF of runs whose ``mixing_beta`` (pw.x default 0.7) exceeds ``beta`` 
 hard-to-converge system would (the smallest ``beta`` of the specs whose ``text`` is in the input path
 applies; a spec without ``@`` applies to all runs): the output is pw.x's (``electron_maxstep`` iterations,
 ``convergence NOT achieved after N iterations: stopping``, the timing and ``JOB DONE.``, exit code 2).
+``KAPPAFLOW_MOCK_PW_SCF_CORRECTION=value[@text]`` prints ``Total SCF correction = value`` (Ry/au; default 0)
+for the runs whose input path contains ``text``, as a loosely converged SCF would.
 
 Like pw.x, every run leaves its charge density in ``outdir/prefix.save/charge-density.dat`` (a marker
 file), and ``startingpot = 'file'`` starts from it ("The initial density is read from file :") or, when it
@@ -42,11 +45,15 @@ from ase import Atoms
 
 from kappaflow import units
 from kappaflow.errors import KappaflowError
-from kappaflow.qe.pwin import PwInput, parse_pw_input
+from kappaflow.qe.pwin import IF_POS, PwInput, parse_pw_input
 
 SUPPORTED = ("scf", "relax", "vc-relax", "md")
 FAULTS = ("truncate", "no-convergence", "nan-force", "wrong-natoms", "no-forces", "crash")
-VERSION = "6.7MaX"
+VERSION = "6.7MaX"  # the pw.x whose output layout the mock writes ('Program PWSCF v.6.7MaX')
+#: the mock's own revision, printed in its banner and part of every mock store key (kappaflow.engine):
+#: bump it when the mock's numbers change, so that stores do not reuse outputs of the old mock.
+#: 2: numpy Stillinger-Weber (equal to matscipy's to round-off), pw.x's BFGS ending at nstep
+MOCK_REVISION = "2"
 
 
 def make_calculator(model: str, reference: str | None = None):
@@ -69,12 +76,23 @@ def make_calculator(model: str, reference: str | None = None):
 # ------------------------------------------------------------------------------------------------
 # pw.x output layout
 # ------------------------------------------------------------------------------------------------
+def banner() -> str:
+    """pw.x's first lines (printed before the input is read, so also on an input error) with the mock's
+    revision (kappaflow.qe.pwout.program_version reads it)."""
+    now = datetime.now()
+    return (f"\n     Program PWSCF v.{VERSION} starts on {now:%d%b%Y} at {now:%H:%M:%S} \n\n"
+            f"     This output was written by kappaflow-mock-pw {MOCK_REVISION}: a classical potential stands in "
+            "for DFT.\n\n"
+            f"     Parallel version (MPI), running on {mpi_size():5d} processors\n\n")
+
+
 class PwWriter:
     def __init__(self, pw: PwInput, stream, fault: str | None, start_from: str | None = None):
         self.pw = pw
         self.out = stream
         self.fault = fault
         self.start_from = start_from  # None: atomic; "file:<path>" / "missing:<path>" for startingpot='file'
+        self.scf_correction = 0.0  # Ry/au, printed as pw.x's 'Total SCF correction'
         self.mixing_beta = float(pw.get("electrons", "mixing_beta", 0.7))
         self.electron_maxstep = int(pw.get("electrons", "electron_maxstep", 100))
         self.t0 = time.perf_counter()
@@ -87,15 +105,8 @@ class PwWriter:
         self.out.write(text + "\n")
 
     def header(self, calculation: str) -> None:
-        now = datetime.now()
         n_atoms = len(self.pw.atoms) + (1 if self.fault == "wrong-natoms" else 0)
-        self.w()
-        self.w(f"     Program PWSCF v.{VERSION} starts on {now:%d%b%Y} at {now:%H:%M:%S} ")
-        self.w()
-        self.w("     This output was written by kappaflow-mock-pw: a classical potential stands in for DFT.")
-        self.w()
-        self.w(f"     Parallel version (MPI), running on {mpi_size():5d} processors")
-        self.w()
+        self.out.write(banner())
         self.w(f"     bravais-lattice index     = {0:12d}")
         self.w(f"     lattice parameter (alat)  = {self.alat_bohr:12.4f}  a.u.")
         self.w(f"     unit-cell volume          = {self.pw.atoms.get_volume() / units.BOHR_ANG**3:12.4f} (a.u.)^3")
@@ -103,6 +114,8 @@ class PwWriter:
         self.w(f"     number of atomic types    = {len(self.pw.species):12d}")
         self.w()
         self.w(f"     calculation               = {calculation}")
+        if calculation != "scf":
+            self.w(f"     nstep                     = {int(self.pw.get('control', 'nstep', 50)):12d}")
         self.w()
         self.w(f"     celldm(1)={self.alat_bohr:11.6f}  celldm(2)={0:11.6f}  celldm(3)={0:11.6f}")
         self.w(f"     celldm(4)={0:11.6f}  celldm(5)={0:11.6f}  celldm(6)={0:11.6f}")
@@ -187,7 +200,8 @@ class PwWriter:
             self.w(f"     atom {i:4d} type {self.type_of[lab]:2d}   force = "
                    + "".join(f"{x:14.8f}" for x in row))
         self.w()
-        self.w(f"     Total force = {np.sqrt(np.sum(f * f)):12.6f}     Total SCF correction = {0.0:12.6f}")
+        self.w(f"     Total force = {np.sqrt(np.sum(f * f)):12.6f}     Total SCF correction = "
+               f"{self.scf_correction:12.6f}")
         self.w()
 
     def stress(self, stress_voigt_ev_per_ang3: np.ndarray) -> None:
@@ -250,7 +264,9 @@ def run_scf(pw: PwInput, calc, out: PwWriter) -> None:
         out.stress(stress)
 
 
-def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
+def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> int:
+    """BFGS (ASE) to pw.x's thresholds within ``nstep`` SCF cycles; the exit code pw.x would give
+    (0, or 3 when ``nstep`` is reached unconverged, printed as pw.x's terminate_bfgs does)."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
@@ -260,6 +276,11 @@ def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
     nstep = int(pw.get("control", "nstep", 50))
     atoms = pw.atoms.copy()
     atoms.calc = calc
+    if IF_POS in atoms.arrays:  # pw.x keeps the coordinates with if_pos 0 fixed
+        from ase.constraints import FixCartesian
+
+        fixed = np.asarray(atoms.arrays[IF_POS]) == 0
+        atoms.set_constraint([FixCartesian(i, mask=fixed[i]) for i in range(len(atoms)) if fixed[i].any()])
     target = FrechetCellFilter(atoms, scalar_pressure=0.0) if variable_cell else atoms
     opt = BFGS(target, logfile=None, maxstep=0.1)
 
@@ -271,22 +292,34 @@ def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
             ok = ok and np.max(np.abs(s)) < press_kbar
         return bool(ok)
 
-    for step in range(nstep + 1):
+    n_scf = 0
+    for step in range(nstep):
         energy = atoms.get_potential_energy()
+        n_scf += 1
         out.scf(energy)
         if out.fault == "no-convergence":
-            return
+            return 0
         out.forces(atoms.get_forces())
         if variable_cell:
             out.stress(atoms.get_stress())
-        if converged() or step == nstep:
+        if converged():
             break
+        if step == nstep - 1:
+            # pw.x's terminate_bfgs at nstep: no final coordinates; pw.x exits with code 3
+            out.w("     The maximum number of steps has been reached.")
+            out.w()
+            out.w("     End of BFGS Geometry Optimization")
+            out.w()
+            return 3
         opt.step()
         out.w(f"     number of scf cycles    = {step + 1:3d}")
-        out.w(f"     number of bfgs steps    = {step + 1:3d}")
+        out.w(f"     number of bfgs steps    = {step:3d}")
         out.w()
         out.positions(atoms, with_cell=variable_cell)
-    out.w("     bfgs converged in ... scf cycles")
+    out.w()
+    out.w(f"     bfgs converged in {n_scf:3d} scf cycles and {n_scf - 1:3d} bfgs steps")
+    out.w()
+    out.w("     End of BFGS Geometry Optimization")
     out.w()
     out.w("Begin final coordinates")
     if variable_cell:
@@ -303,6 +336,7 @@ def run_relax(pw: PwInput, calc, out: PwWriter, variable_cell: bool) -> None:
         out.scf(energy)
         out.forces(forces)
         out.stress(stress)
+    return 0
 
 
 def run_md(pw: PwInput, calc, out: PwWriter, seed: int) -> None:
@@ -384,6 +418,18 @@ def _scf_max_beta(source: str) -> float | None:
     return min(limits) if limits else None
 
 
+def _scf_correction(source: str) -> float:
+    """The 'Total SCF correction' (Ry/au) to print for this run (KAPPAFLOW_MOCK_PW_SCF_CORRECTION), or 0."""
+    spec = os.environ.get("KAPPAFLOW_MOCK_PW_SCF_CORRECTION", "").strip()
+    value, _, text = spec.partition("@")
+    if not value or (text and text not in str(Path(source).resolve())):
+        return 0.0
+    try:
+        return float(value)
+    except ValueError:
+        raise KappaflowError(f"KAPPAFLOW_MOCK_PW_SCF_CORRECTION: {spec!r} is not 'value[@text]'") from None
+
+
 def _charge_density_path(pw: PwInput) -> Path:
     outdir = str(pw.get("control", "outdir", os.environ.get("ESPRESSO_TMPDIR", "./")))
     prefix = str(pw.get("control", "prefix", "pwscf"))
@@ -456,14 +502,19 @@ def main(argv=None) -> int:
         source = args.input or "<stdin>"
         log_path = os.environ.get("KAPPAFLOW_MOCK_PW_LOG")
         sha = hashlib.sha256(text.encode()).hexdigest()
-        if log_path:
+        if log_path and text.strip():  # an empty input is the version probe (kappaflow.engine), not a run
             with open(log_path, "a") as fh:
                 fh.write(f"{time.time():.3f} {Path(source).resolve().parent.name} {sha[:16]} {source}\n")
         fault = _read_fault(source)
         if fault == "crash":
             sys.stderr.write("kappaflow-mock-pw: injected crash\n")
             return 1
-        pw = parse_pw_input(text, source)
+        try:
+            pw = parse_pw_input(text, source)
+        except KappaflowError as exc:  # like pw.x: the header, then the error
+            sys.stdout.write(banner() + f"     Error reading the input: {exc}\n")
+            sys.stdout.flush()
+            raise
         calculation = pw.calculation
         if calculation not in SUPPORTED:
             sys.stdout.write(f"\n     Error: calculation '{calculation}' is not supported by the mock pw.x "
@@ -481,11 +532,13 @@ def main(argv=None) -> int:
         calc = make_calculator(args.model, args.reference)
         buffer = io.StringIO()
         writer = PwWriter(pw, buffer, fault, start_from)
+        writer.scf_correction = _scf_correction(source)
         writer.header(calculation)
+        status = 0
         if calculation == "scf":
             run_scf(pw, calc, writer)
         elif calculation in ("relax", "vc-relax"):
-            run_relax(pw, calc, writer, variable_cell=calculation == "vc-relax")
+            status = run_relax(pw, calc, writer, variable_cell=calculation == "vc-relax")
         else:
             run_md(pw, calc, writer, seed=int(sha[:8], 16))
         _save_charge_density(pw, sha)
@@ -493,7 +546,7 @@ def main(argv=None) -> int:
             writer.footer()  # pw.x prints its timing and JOB DONE after an unconverged SCF too
         sys.stdout.write(buffer.getvalue())
         sys.stdout.flush()
-        return 2 if fault == "no-convergence" else 0  # run_pwscf: exit_status 2 = scf convergence error
+        return 2 if fault == "no-convergence" else status  # run_pwscf: 2 = scf not converged, 3 = nstep
     except KappaflowError as exc:
         sys.stderr.write(f"kappaflow-mock-pw: {exc}\n")
         return 1

@@ -2,8 +2,10 @@
 
 The parser accepts what users actually hand in: Fortran namelists with ``!`` comments, commas or newlines
 between assignments, ``d`` exponents (``1d-010``), ``CELL_PARAMETERS`` in alat/bohr/angstrom (or with
-``ibrav`` 1, 2, 3, 4, 6, 8 and ``celldm``/``A``), ``ATOMIC_POSITIONS`` in crystal/angstrom/bohr/alat,
-and the seed thesis' ``cellldm(1)`` typo (read as ``celldm(1)`` with a warning).
+``ibrav`` 1, 2, 3, 4, 6, 8 and ``celldm``/``A``), ``ATOMIC_POSITIONS`` in crystal/angstrom/bohr/alat with
+optional ``if_pos`` flags (kept, written back: the vc-relax honours them; displaced supercells refuse
+them, :meth:`PwInput.require_free_atoms`), and the seed thesis' ``cellldm(1)`` typo (read as ``celldm(1)``
+with a warning).
 
 The writer always emits ``ibrav = 0`` with ``CELL_PARAMETERS angstrom`` and ``ATOMIC_POSITIONS crystal``
 at 15 decimals, namelist variables in the user's order with the user's spelling of values.  The same
@@ -39,6 +41,8 @@ KNOWN_TYPOS = {"cellldm": "celldm"}
 #: variables that describe the lattice through ibrav; dropped when the writer emits CELL_PARAMETERS
 LATTICE_VARIABLES = re.compile(r"^(celldm\(\d\)|a|b|c|cosab|cosac|cosbc)$")
 PLACEHOLDERS = ("##NATOMS##", "##CELL##", "##COORDINATES##")
+#: Atoms array of pw.x's if_pos flags (n, 3) of 0/1, present only when some coordinate is fixed
+IF_POS = "qe_if_pos"
 
 
 @dataclass
@@ -58,6 +62,7 @@ class PwInput:
     k_points: str
     other_cards: list[str] = field(default_factory=list)
     path: str = "<string>"
+    position_lines: list[int] = field(default_factory=list)  # 1-based line of each ATOMIC_POSITIONS row
 
     # -- typed access to namelist values ---------------------------------------------------------
     def get(self, namelist: str, key: str, default=None):
@@ -91,6 +96,25 @@ class PwInput:
 
     def to_text(self) -> str:
         return write_pw_input(self)
+
+    def fixed_atoms(self) -> list[tuple[int, list[int]]]:
+        """(0-based atom, if_pos flags) of every atom with a fixed coordinate (an if_pos flag 0)."""
+        if IF_POS not in self.atoms.arrays:
+            return []
+        return [(i, [int(v) for v in row]) for i, row in enumerate(self.atoms.arrays[IF_POS]) if not all(row)]
+
+    def require_free_atoms(self, what: str) -> None:
+        """Refuse fixed coordinates where every atom must move freely (displaced supercells: pw.x sets the
+        forces of fixed coordinates to zero after printing them, in what it saves and uses)."""
+        fixed = self.fixed_atoms()
+        if fixed:
+            i, flags = fixed[0]
+            line = self.position_lines[i] if i < len(self.position_lines) else None
+            label = str(self.atoms.arrays["qe_labels"][i])
+            raise InputFileError(self.path, f"atom {i + 1} ({label}) has if_pos {' '.join(map(str, flags))} "
+                                 f"({len(fixed)} atom(s) with fixed coordinates): {what} needs every atom free, "
+                                 "since pw.x zeroes the force on a fixed coordinate and the force constants "
+                                 "would be wrong; remove the if_pos flags", line)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,6 +277,48 @@ def parse_pw_input(text: str, path: str = "<string>") -> PwInput:
     return _build_input(namelists, cards, path)
 
 
+def pseudopotential_files(text: str, path: str = "<string>") -> tuple[str | None, dict[str, str]]:
+    """``(pseudo_dir or None, {species label: pseudopotential file name})`` of a pw.x input, read from
+    &CONTROL and ATOMIC_SPECIES only (cheap: the store key asks for it for every supercell)."""
+    pseudo_dir = None
+    files: dict[str, str] = {}
+    namelist = None
+    in_species = False
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        if namelist is not None:
+            if line == "/" or line.lower() == "&end":
+                namelist = None
+                continue
+            if namelist == "control":
+                for assignment in _split_assignments(line.rstrip("/")):
+                    key, _, value = assignment.partition("=")
+                    if key.strip().lower() == "pseudo_dir":
+                        pseudo_dir = str(parse_fortran_value(value))
+            if line.endswith("/") and "=" in line and not line.endswith("'/"):
+                namelist = None
+            continue
+        if line.startswith("&"):
+            namelist = line[1:].split()[0].lower()
+            in_species = False
+            continue
+        word = re.split(r"[\s({]", line, maxsplit=1)[0].lower()
+        if word in CARD_NAMES:
+            in_species = word == "atomic_species"
+            continue
+        if in_species:
+            fields = line.split()
+            if len(fields) != 3:
+                raise InputFileError(path, f"ATOMIC_SPECIES line needs 'symbol mass pseudo', found {line!r}",
+                                     lineno)
+            files[fields[0]] = fields[2]
+    if not files:
+        raise InputFileError(path, "missing card ATOMIC_SPECIES")
+    return pseudo_dir, files
+
+
 def _build_input(namelists, cards, path) -> PwInput:
     card = {name: (option, body, lineno) for name, option, body, lineno in cards}
     system = namelists["system"]
@@ -318,7 +384,7 @@ def _build_input(namelists, cards, path) -> PwInput:
     option, body, lineno = card["atomic_positions"]
     if len(body) != nat:
         raise InputFileError(path, f"nat = {nat} but ATOMIC_POSITIONS lists {len(body)} atoms", lineno)
-    symbols, coords = [], []
+    symbols, coords, if_pos, position_lines = [], [], [], []
     known = {sp.symbol for sp in species}
     for ln, line in body:
         fields = line.split()
@@ -326,10 +392,16 @@ def _build_input(namelists, cards, path) -> PwInput:
             raise InputFileError(path, f"ATOMIC_POSITIONS line needs 'symbol x y z', found {line!r}", ln)
         if fields[0] not in known:
             raise InputFileError(path, f"species {fields[0]!r} is not in ATOMIC_SPECIES", ln)
+        flags = [1, 1, 1]
         if len(fields) > 4:
-            log.warning("%s:%d: if_pos flags %s are ignored", path, ln, fields[4:])
+            if len(fields) != 7 or any(f not in ("0", "1") for f in fields[4:7]):
+                raise InputFileError(path, f"ATOMIC_POSITIONS: after 'symbol x y z' pw.x reads three if_pos "
+                                     f"flags (0 or 1), found {fields[4:]}", ln)
+            flags = [int(f) for f in fields[4:7]]
         symbols.append(fields[0])
         coords.append([_parse_float(t, path, ln, "a coordinate") for t in fields[1:4]])
+        if_pos.append(flags)
+        position_lines.append(ln)
     coords = np.array(coords, dtype=np.float64)
     option = option or "alat"
     if option == "crystal":
@@ -349,6 +421,8 @@ def _build_input(namelists, cards, path) -> PwInput:
     atoms = Atoms(symbols=[_element(s) for s in symbols], positions=positions, cell=cell, pbc=True)
     atoms.set_masses([masses[s] for s in symbols])
     atoms.set_array("qe_labels", np.array(symbols, dtype=object))
+    if not np.all(np.array(if_pos) == 1):  # kept (and written) only when some coordinate is fixed
+        atoms.set_array(IF_POS, np.array(if_pos, dtype=np.int64))
 
     if "k_points" not in card:
         raise InputFileError(path, "missing card K_POINTS")
@@ -361,7 +435,7 @@ def _build_input(namelists, cards, path) -> PwInput:
             continue
         header = name.upper() + (f" {option}" if option else "")
         other.append(header + "".join("\n  " + line for _, line in body))
-    return PwInput(namelists, species, atoms, k_points, other, path)
+    return PwInput(namelists, species, atoms, k_points, other, path, position_lines)
 
 
 def _element(label: str) -> str:
@@ -373,12 +447,7 @@ def _element(label: str) -> str:
 
 
 def _ibrav_cell(ibrav, a, sysval, path):
-    b_over_a = sysval("celldm(2)", None)
-    c_over_a = sysval("celldm(3)", None)
-    if c_over_a is None and sysval("c") is not None:
-        c_over_a = float(sysval("c")) / a
-    if b_over_a is None and sysval("b") is not None:
-        b_over_a = float(sysval("b")) / a
+    """The cell (Å, rows) of pw.x's Bravais lattice ``ibrav`` with lattice parameter ``a`` (Å)."""
     if ibrav == 1:
         return a * np.eye(3)
     if ibrav == 2:
@@ -386,13 +455,31 @@ def _ibrav_cell(ibrav, a, sysval, path):
     if ibrav == 3:
         return a / 2 * np.array([[1, 1, 1], [-1, 1, 1], [-1, -1, 1]], dtype=np.float64)
     if ibrav == 4:
+        c_over_a = _axis_ratio(sysval, a, ibrav, path, 3, "c")
         return a * np.array([[1, 0, 0], [-0.5, math.sqrt(3) / 2, 0], [0, 0, c_over_a]], dtype=np.float64)
     if ibrav == 6:
-        return a * np.diag([1.0, 1.0, c_over_a])
+        return a * np.diag([1.0, 1.0, _axis_ratio(sysval, a, ibrav, path, 3, "c")])
     if ibrav == 8:
-        return a * np.diag([1.0, b_over_a, c_over_a])
+        b_over_a = _axis_ratio(sysval, a, ibrav, path, 2, "b")
+        return a * np.diag([1.0, b_over_a, _axis_ratio(sysval, a, ibrav, path, 3, "c")])
     raise InputFileError(path, f"ibrav = {ibrav} is not supported; write the cell as ibrav = 0 with "
                          "CELL_PARAMETERS")
+
+
+def _axis_ratio(sysval, a, ibrav, path, celldm_index: int, length: str) -> float:
+    """b/a (celldm(2), or B/A) or c/a (celldm(3), or C/A) of an ibrav lattice: given and positive, or an
+    error naming the variable (pw.x needs it; a silent default would build a NaN or a wrong cell)."""
+    celldm = f"celldm({celldm_index})"
+    ratio = sysval(celldm, None)
+    if ratio is None and isinstance(sysval(length, None), (int, float)):
+        ratio = float(sysval(length)) / a  # B, C in Å
+    if ratio is None:
+        raise InputFileError(path, f"ibrav = {ibrav} needs {celldm} in &SYSTEM (or {length.upper()} with A): "
+                             f"the {length}/a ratio of the lattice is missing")
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not math.isfinite(ratio) or ratio <= 0:
+        raise InputFileError(path, f"ibrav = {ibrav}: {celldm} (or {length.upper()}/A) must be a positive "
+                             f"number, found {ratio!r}")
+    return float(ratio)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -410,9 +497,14 @@ def format_cell_card(atoms: Atoms) -> str:
 
 
 def format_positions_card(atoms: Atoms) -> str:
+    """ATOMIC_POSITIONS crystal at 15 decimals, with pw.x's if_pos flags when some coordinate is fixed."""
     frac = atoms.get_scaled_positions(wrap=False)
+    flags = atoms.arrays.get(IF_POS)
+    if flags is not None and np.all(flags == 1):
+        flags = None
     rows = "".join(f"\n  {lab:4s}" + " ".join(f"{x:20.15f}" for x in row)
-                   for lab, row in zip(_labels(atoms), frac))
+                   + ("" if flags is None else "  " + " ".join(str(int(v)) for v in flags[i]))
+                   for i, (lab, row) in enumerate(zip(_labels(atoms), frac)))
     return "ATOMIC_POSITIONS crystal" + rows
 
 

@@ -2,7 +2,9 @@
 
 Every way a pw.x run can be unusable raises :class:`PwOutputError` with the file, the line where known,
 and the reason: the run did not finish (``JOB DONE`` missing), the SCF did not converge (the subclass
-:class:`ScfNotConvergedError`, which :mod:`kappaflow.dft` recognises and rescues), the atom count
+:class:`ScfNotConvergedError`, which :mod:`kappaflow.dft` recognises and rescues), a relax/vc-relax
+whose BFGS stopped unconverged (:class:`RelaxNotConvergedError`: ``nstep`` reached, or two
+consecutive history resets, which pw.x 6.7 reports as "bfgs converged"), the atom count
 is not the expected one, the forces block is missing or incomplete, a force is NaN or overflowed
 (``*****``).  Nothing is ever silently replaced.
 
@@ -35,6 +37,19 @@ class ScfNotConvergedError(PwOutputError):
         self.iterations = iterations
 
 
+class RelaxNotConvergedError(PwOutputError):
+    """A relax or vc-relax whose BFGS did not converge although pw.x finished (``JOB DONE``).
+
+    pw.x 6.7 (Modules/bfgs_module.f90, PW/src/move_ions.f90) ends a BFGS in two ways that are not a
+    relaxed structure: ``nstep`` reached (terminate_bfgs: ``The maximum number of steps has been
+    reached.``, no final coordinates, exit code 3), and the trust radius falling below
+    ``trust_radius_min`` on two consecutive steps (``infomsg``: ``Message from routine bfgs:`` /
+    ``history already reset at previous step: stopping``), after which bfgs sets ``conv_bfgs`` and pw.x
+    prints ``bfgs converged in ...``, ``Begin final coordinates`` and exits with code 0."""
+
+    reason_code = "relax_not_converged"
+
+
 FORCES_HEADER = "Forces acting on atoms (cartesian axes, Ry/au):"
 _FORCE_LINE = re.compile(r"^\s*atom\s+(\d+)\s+type\s+(\d+)\s+force\s+=\s+(.*)$")
 _WALL = re.compile(r"^\s*PWSCF\s*:.*CPU\s+(.*)WALL\s*$")
@@ -46,6 +61,22 @@ _NOT_CONVERGED = re.compile(r"^\s*convergence NOT achieved after\s*(\d+|\*+)\s*i
 _SITE_HEADER = re.compile(r"^\s*site n\.\s+atom\s+positions \(alat units\)\s*$")
 _SITE_LINE = re.compile(r"^\s*(\d+|\*+)\s+(\S+)\s+tau\(\s*(\d+|\*+)\)\s*=\s*\((.*)\)\s*$")
 _AXIS_LINE = re.compile(r"^\s*a\((\d)\)\s*=\s*\((.*)\)\s*$")
+_PROGRAM = re.compile(r"Program PWSCF v\.(\S+)")
+_MOCK_BANNER = re.compile(r"This output was written by kappaflow-mock-pw(?: (\S+?))?:")
+# forces.f90: '(/5x,"Total force = ",F12.6,5X, "Total SCF correction = ",F12.6)' (Ry/au, norms over atoms)
+_TOTAL_FORCE = re.compile(r"^\s*Total force\s*=\s*(\S+)\s+Total SCF correction\s*=\s*(\S+)\s*$")
+# read_pseudo.f90: '(/5x,"PseudoPot. #",i3," for ",a2," read from file:",/5x,a)' then 'MD5 check sum: ...'
+_PSEUDO_HEADER = re.compile(r"^\s*PseudoPot\.\s*#\s*\d+\s+for\s+(\S+)\s+read from file:\s*$")
+# bfgs_module.f90 (QE 6.7): infomsg('bfgs', 'history already reset at previous step: stopping'),
+# terminate_bfgs: '(/,5X,"bfgs converged in ",I3," scf cycles and ",I3," bfgs steps")' and
+# '(/,5X,"The maximum number of steps has been reached.")' then '(/,5X,"End of BFGS Geometry Optimization")';
+# the errors of the last step: '(5X,"Energy error",T30,"= ",1PE12.1)' (and Gradient, Cell gradient)
+# (later QE versions print '...: exiting' and '(/,5X,"bfgs failed after ",I3," scf cycles and ",...)')
+BFGS_RESET_STOP = "history already reset at previous step: stopping"
+BFGS_FAILED = "bfgs failed after"
+BFGS_MAX_STEPS = "The maximum number of steps has been reached."
+BFGS_END = "End of BFGS Geometry Optimization"
+_BFGS_ERROR = re.compile(r"^\s*((?:Energy|Gradient|Cell gradient) error)\s*=\s*(\S+(?: Ry/Bohr| Ry| kbar)?)\s*$")
 
 
 @dataclass
@@ -59,6 +90,7 @@ class PwFrame:
     positions_frac: np.ndarray | None = None
     symbols: list[str] | None = None
     temperature_k: float | None = None
+    scf_correction_ry_per_bohr: float | None = None  # 'Total SCF correction' (norm over all atoms)
 
 
 @dataclass
@@ -78,6 +110,10 @@ class PwRun:
     positions_ang: np.ndarray | None = None  # 'site n. ... tau' rows, Cartesian Å
     site_symbols: list[str] | None = None  # the species labels of those rows
     site_lines: list[int] | None = None  # 1-based line of each atom's 'tau(' row
+    # what ran: 'Program PWSCF v.X' (or the mock's revision) and the pseudopotentials pw.x read
+    engine_version: str = "unknown"
+    pseudopotentials: dict[str, tuple[str, str | None]] | None = None  # label -> (path, MD5 check sum)
+    pseudopotential_lines: dict[str, int] | None = None
 
     @property
     def energy_ev(self) -> float:
@@ -90,6 +126,26 @@ class PwRun:
     @property
     def stress_ev_per_ang3(self):
         return self.frames[-1].stress_ev_per_ang3
+
+    @property
+    def scf_correction_ev_per_ang(self) -> float | None:
+        """pw.x's 'Total SCF correction' of the last forces (norm over all atoms), eV/Å."""
+        value = self.frames[-1].scf_correction_ry_per_bohr
+        return None if value is None else float(units.ry_per_bohr_to_ev_per_ang(value))
+
+
+def program_version(text: str) -> str | None:
+    """The version a pw.x output's header names: 'Program PWSCF v.6.7MaX starts ...' -> '6.7MaX'; the
+    mock pw.x ('This output was written by kappaflow-mock-pw 2: ...') -> 'kappaflow-mock-pw 2'."""
+    version = None
+    for line in text.splitlines()[:80]:
+        m = _MOCK_BANNER.search(line)
+        if m:
+            return f"kappaflow-mock-pw {m.group(1)}" if m.group(1) else "kappaflow-mock-pw"
+        m = _PROGRAM.search(line)
+        if m and version is None:
+            version = m.group(1)
+    return version
 
 
 def parse_wall_time(text: str) -> float:
@@ -151,6 +207,28 @@ def _read_positions(lines: list[str], i: int, path: str, n_atoms: int | None, ce
     return syms, pos, j
 
 
+def _next_nonblank(lines: list[str], i: int) -> str | None:
+    for line in lines[i + 1:i + 4]:
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def _format_bfgs_errors(errors: dict[str, str]) -> str:
+    if not errors:
+        return ""
+    return "; last step: " + ", ".join(f"{k.lower()} {v}" for k, v in errors.items())
+
+
+def _bfgs_reset_reason(converged_line: str, following: list[str], errors: dict[str, str]) -> str:
+    criteria = following[0].strip() if following and "criteria" in following[0] else ""
+    return ("the BFGS relaxation failed: its trust radius fell below trust_radius_min on two consecutive "
+            f"steps ('{BFGS_RESET_STOP}'); pw.x then prints '{converged_line}' and final coordinates "
+            f"anyway, but the structure is not relaxed{_format_bfgs_errors(errors)}"
+            f"{' ' + criteria if criteria else ''}. Loosen etot_conv_thr/forc_conv_thr/press_conv_thr, lower "
+            "trust_radius_min (&IONS), or restart from the last coordinates")
+
+
 def _next_frame(frames: list[PwFrame], frame: PwFrame) -> PwFrame:
     """A configuration is complete once its energy is known; what follows belongs to the next one."""
     if frame.energy_ev is None:
@@ -181,6 +259,12 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     frame = PwFrame()
     final_cell = final_pos = final_symbols = None
     header_cell = site_pos = site_syms = site_lines = None
+    pseudos: dict[str, tuple[str, str | None]] = {}
+    pseudo_lines: dict[str, int] = {}
+    mock_version = None
+    bfgs_reset_stop_line = None  # 'history already reset ...: stopping' since the last SCF energy
+    bfgs_errors: dict[str, str] = {}
+    nstep = None
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -188,6 +272,23 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
         if s.startswith("Program PWSCF"):
             m = re.search(r"v\.(\S+)", s)
             version = m.group(1) if m else version
+        elif "kappaflow-mock-pw" in s and _MOCK_BANNER.search(s) and mock_version is None:
+            mock_version = program_version(s)
+        elif _PSEUDO_HEADER.match(line):
+            label = _PSEUDO_HEADER.match(line).group(1)
+            where = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            md5 = None
+            for k in (2, 3):
+                if i + k < len(lines) and lines[i + k].strip().startswith("MD5 check sum:"):
+                    md5 = lines[i + k].split(":", 1)[1].strip()
+                    break
+            pseudos[label] = (where, md5)
+            pseudo_lines[label] = i + 1
+        elif s.startswith("Total force") and "Total SCF correction" in s:
+            m = _TOTAL_FORCE.match(line)
+            if m:
+                frame.scf_correction_ry_per_bohr = float(
+                    _floats([m.group(2)], spath, i + 1, "Total SCF correction")[0])
         elif s.startswith("number of atoms/cell"):
             n_atoms = int(s.split("=")[1])
             if expected_n_atoms is not None and n_atoms != expected_n_atoms:
@@ -249,7 +350,27 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
         elif "EXX convergence NOT achieved" in s:
             raise ScfNotConvergedError(spath, "EXX self-consistency did not converge "
                                        "('EXX convergence NOT achieved')", i + 1)
+        elif s.startswith("nstep") and "=" in s and nstep is None:
+            try:
+                nstep = int(s.split("=")[1])
+            except ValueError:
+                pass
+        elif s.startswith(BFGS_RESET_STOP.rsplit(":", 1)[0]):
+            bfgs_reset_stop_line = i + 1
+        elif _BFGS_ERROR.match(line):
+            m = _BFGS_ERROR.match(line)
+            bfgs_errors[m.group(1)] = m.group(2)
+        elif (s.startswith("bfgs converged in") and bfgs_reset_stop_line is not None) or s.startswith(BFGS_FAILED):
+            raise RelaxNotConvergedError(spath, _bfgs_reset_reason(s, lines[i + 1:i + 2], bfgs_errors),
+                                         bfgs_reset_stop_line or i + 1)
+        elif s == BFGS_MAX_STEPS and _next_nonblank(lines, i) == BFGS_END:
+            steps = f"nstep = {nstep}" if nstep is not None else "nstep"
+            raise RelaxNotConvergedError(
+                spath, f"the BFGS relaxation stopped at {steps} without converging ('{BFGS_MAX_STEPS}'"
+                f"{_format_bfgs_errors(bfgs_errors)}): raise nstep in &CONTROL, or restart from the last "
+                "coordinates", i + 1)
         elif s.startswith("!") and "total energy" in s:
+            bfgs_reset_stop_line = None  # a new SCF: a later bfgs step decides again
             frame = _next_frame(frames, frame)
             value = _floats([s.split("=")[1].split()[0]], spath, i + 1, "total energy")[0]
             frame.energy_ev = float(units.ry_to_ev(value))
@@ -342,4 +463,5 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
     if final_cell is None and final_pos is not None:
         final_cell = frames[-1].cell_ang
     return PwRun(spath, n_atoms, version, n_proc, wall, frames, final_cell, final_pos, final_symbols,
-                 alat_ang, header_cell, site_pos, site_syms, site_lines)
+                 alat_ang, header_cell, site_pos, site_syms, site_lines,
+                 engine_version=mock_version or version, pseudopotentials=pseudos, pseudopotential_lines=pseudo_lines)
