@@ -208,8 +208,8 @@ def nearest_neighbour_distance_ang(ph3) -> float:
     pos = np.asarray(sc.scaled_positions, dtype=np.float64) @ lattice
     images = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)],
                       dtype=np.float64) @ lattice
-    d = np.linalg.norm(pos[None, :, None, :] + images[None, None] - pos[np.asarray(ph3.primitive.p2s_map)][:, None, None, :],
-                       axis=-1).min(axis=-1)
+    origins = pos[np.asarray(ph3.primitive.p2s_map)]
+    d = np.linalg.norm(pos[None, :, None, :] + images[None, None] - origins[:, None, None, :], axis=-1).min(axis=-1)
     return float(d[d > 1e-8].min())
 
 
@@ -371,10 +371,10 @@ def produce_force_constants(ph3, manifest: dict, forces: dict, fc_calculator: st
 def fc3_within_cutoff(ph3, cutoff_ang: float) -> np.ndarray:
     """A copy of ph3's full fc3 projected by symfc's projector onto the force constants that vanish beyond
     ``cutoff_ang`` and keep the symmetries and the translational sum rule (zero when no pair of atoms is
-    that close: the sum rule then removes the on-site terms too).  Merely dropping the triplets
-    beyond the cutoff would break the sum rule (for mock Stillinger-Weber Si 3x3x3 at -3, κ +0.7 %); the
-    projection changes κ by 0.1 % there and by 2e-6 for GeS2 (docs/numerics.md).  A symfc fit with that
-    cutoff is already in this space and comes back unchanged."""
+    that close: the sum rule then removes the on-site terms too).  Merely dropping the triplets beyond
+    the cutoff would break the sum rule of a finite-difference fc3 (mock Stillinger-Weber Si 3x3x3 at -3:
+    κ from the file +0.8 %, projected +0.3 %; docs/numerics.md).  A symfc fit with that cutoff is already
+    in this space and comes back unchanged."""
     from phonopy.interface.symfc import symmetrize_by_projector
 
     if float(cutoff_ang) <= nearest_neighbour_distance_ang(ph3):
