@@ -122,6 +122,26 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+def test_random_candidates_count_parameters_at_the_sows_cutoff(cfgdir):
+    """A random set is fitted within the sow's FC3 cutoff; the plan counts its parameters there and the
+    independent equations (3N - 3 per supercell), and says when the sow will refuse the set."""
+    cfg = config.load("config/mock/si.yaml")
+    rows = plan.plan_candidates(cfg, [plan.Candidate([2, 2, 2], None, "random", 1),
+                                      plan.Candidate([2, 2, 2], 4.0, "random", 1)])
+    loose, within = rows["rows"]
+    assert (loose["label"], within["label"]) == ("2x2x2 random1", "2x2x2 random1 4 Å")
+    assert (loose["fc2_free_parameters"], loose["fc3_free_parameters"]) == (8, 49)
+    assert (within["fc2_free_parameters"], within["fc3_free_parameters"]) == (8, 17)
+    assert loose["force_equations"] == within["force_equations"] == 45  # 16 atoms: 3 x 16 - 3
+    assert within["pair_cutoff_ang"] == 4.0
+    notes = plan.format_table(rows)
+    assert "WARNING 2x2x2 random1: 45 force equations for 57 parameters: underdetermined, the sow will " \
+           "refuse it" in notes
+    assert "WARNING 2x2x2 random1 4 Å: 45 force equations" not in notes
+    # the config's own candidates: the random set at the system's 4 Å
+    assert [c.label for c in plan.candidates_from_config(cfg, strategies=["random"])] == ["2x2x2 random20 4 Å"]
+
+
 @pytest.mark.slow
 def test_memory_estimate_bounds_measured_peak_rss(tmp_path):
     """GeS2 (Morse mock) 3x3x1, 2 shells: reap and bte run as separate processes like the rules; the
@@ -195,7 +215,8 @@ def test_si_plan_counts_equal_snakemake_schedule(workspace, monkeypatch):
     assert (workspace / "planned/plan.png").read_bytes()[:4] == b"\x89PNG"
     row = rows["2x2x2 4 Å"]
     assert int(row["n_displaced_fc3"]) == 39  # facts.md: Si 2x2x2 at 4.0 Å
-    assert int(rows["2x2x2 random20"]["n_pw_runs"]) == 21  # 20 rattled + the undisplaced supercell
+    # 20 rattled + the undisplaced supercell; FC3 fitted within the sow's own 4 Å
+    assert int(rows["2x2x2 random20 4 Å"]["n_pw_runs"]) == 21
     # the sow (checkpoint) runs, then Snakemake knows and schedules the dft jobs
     run_snakemake(workspace, "results/si/sow/manifest.json", "--configfile", "si.yaml")
     proc = run_snakemake(workspace, "-n", "--configfile", "si.yaml")
@@ -218,13 +239,13 @@ def test_ges2_plan_shells_and_strategies_under_a_minute(cfgdir, capsys):
     seconds = time.perf_counter() - t0
     out = capsys.readouterr().out
     rows = {r["label"]: r for r in plan.read_plan_csv(cfgdir / "results/ges2/plan/plan.csv")}
-    assert set(rows) == {"3x3x1 2 shells", "3x3x1 3 shells", "3x3x1 4 shells", "3x3x1 random20"}
+    assert set(rows) == {"3x3x1 2 shells", "3x3x1 3 shells", "3x3x1 4 shells", "3x3x1 random20 3 shells"}
     assert int(rows["3x3x1 3 shells"]["n_displaced_fc3"]) == 278  # facts.md: phono3py at 4.304 Å
     assert float(rows["3x3x1 3 shells"]["pair_cutoff_ang"]) == pytest.approx(4.304, abs=1e-3)
     assert all(int(r["n_atoms_supercell"]) == 54 for r in rows.values())
     runs = [int(rows[f"3x3x1 {n} shells"]["n_pw_runs"]) for n in (2, 3, 4)]
     params = [int(rows[f"3x3x1 {n} shells"]["fc3_free_parameters"]) for n in (2, 3, 4)]
     assert runs == sorted(runs) and params == sorted(params) and runs[0] < runs[2]
-    assert "relative cost only" in out and "3x3x1 random20" in out
+    assert "relative cost only" in out and "3x3x1 random20 3 shells" in out
     print(f"GeS2 plan: {seconds:.1f} s")
     assert seconds < 60

@@ -65,7 +65,7 @@ class Candidate:
     def label(self) -> str:
         sc = supercell_label(self.supercell)
         if self.strategy == "random":
-            return f"{sc} random{self.n_random}"
+            return f"{sc} random{self.n_random}" + ("" if self.cutoff is None else f" {cutoff_label(self.cutoff)}")
         return f"{sc} {cutoff_label(self.cutoff)}"
 
 
@@ -108,7 +108,8 @@ def config_cutoff(sow_cfg: dict) -> float | None:
 
 def candidates_from_config(cfg: dict, supercells=None, cutoffs=None, strategies=None,
                            n_random=None) -> list[Candidate]:
-    """Candidates: the product of supercells × cutoffs (systematic) plus one random set per supercell.
+    """Candidates: the product of supercells × cutoffs (systematic) plus one random set per supercell
+    (at the sow's own FC3 cutoff, as the random strategy fits it).
 
     Lists not given come from the ``plan:`` section, then from the ``sow:`` section."""
     plan_cfg = cfg.get("plan") or {}
@@ -125,7 +126,9 @@ def candidates_from_config(cfg: dict, supercells=None, cutoffs=None, strategies=
         if "systematic" in strategies:
             out += [Candidate(sc, None if c is None else float(c), "systematic") for c in cutoffs]
         if "random" in strategies:
-            out.append(Candidate(sc, None, "random", int(n_random)))
+            random_cutoff = config_cutoff(sow_cfg)
+            out.append(Candidate(sc, None if random_cutoff is None else float(random_cutoff), "random",
+                                 int(n_random)))
     return out
 
 
@@ -437,6 +440,7 @@ def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: in
              store_dir=None, basis_mode: str = "exact", engine=None) -> dict:
     from kappaflow import sow
     from kappaflow.bte import temperatures_from_config
+    from kappaflow.reap import independent_force_equations
     from kappaflow.steps import pw_overrides_for_supercells, sow_settings
 
     t0 = time.perf_counter()
@@ -444,7 +448,7 @@ def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: in
     pair, shells = split_cutoff(cand.cutoff)
     sow_cfg.update(pair_cutoff_ang=pair, neighbour_shells=shells)
     settings = sow_settings(sow_cfg)
-    cutoff_ang = sow.effective_pair_cutoff(unitcell, settings) if cand.strategy == "systematic" else None
+    cutoff_ang = sow.fc3_cutoff_ang(unitcell, settings)  # random: symfc's FC3 cutoff, as the reap fits it
     jobs, ph3 = sow_keys(unitcell, settings, cfg["supercell_template"], engine,
                          pw_overrides_for_supercells(cfg["dft"]))
     keys = {k for _, k in jobs}
@@ -463,9 +467,11 @@ def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: in
     if cand.strategy == "random":
         symfc_bytes = basis["fc3_basis_bytes"] + cand.n_random * n_super * 3 * basis["fc3"] * FLOAT64
     n_cells = len(ph3.supercells_with_displacements)
+    n_fc3 = sum(1 for r, _ in jobs if r == "fc3")
+    equations = independent_force_equations(n_fc3, n_super)
     return {
         "label": cand.label, "strategy": cand.strategy, "supercell": supercell_label(cand.supercell),
-        "cutoff_setting": "" if cand.strategy == "random" else cutoff_label(cand.cutoff),
+        "cutoff_setting": cutoff_label(cand.cutoff),
         "pair_cutoff_ang": cutoff_ang, "max_safe_cutoff_ang": safe,
         "cutoff_exceeds_supercell": bool(cutoff_ang is not None and cutoff_ang > safe),
         "n_atoms_supercell": n_super,
@@ -477,9 +483,8 @@ def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: in
         "node_hours_to_run": per_run * to_run / 3600.0 * float(cfg["dft"]["nodes_per_job"]),
         "relative_cost": len(keys) * float(n_super) ** 3 * k_points,
         "fc3_free_parameters": basis["fc3"], "fc2_free_parameters": basis["fc2"],
-        "force_equations": 3 * n_super * sum(1 for r, _ in jobs if r == "fc3"),
-        "equations_per_parameter": (3 * n_super * sum(1 for r, _ in jobs if r == "fc3")
-                                    / max(basis["fc3"] + basis["fc2"], 1)),
+        "force_equations": equations,
+        "equations_per_parameter": equations / max(basis["fc3"] + basis["fc2"], 1),
         "reap_memory_mb": reap_memory_mb(n_super, n_cells, n2, symfc_bytes),
         "bte_memory_mb": bte_memory_mb(n_prim, n_super, bte_cfg["mesh"], bte_cfg["method"], n_t, n_ir, n2),
         "fc3_full_mb": fc3_full_bytes(n_super) / MB, "fc3_compact_mb": fc3_compact_bytes(n_prim, n_super) / MB,
@@ -561,14 +566,14 @@ def format_table(plan: dict) -> str:
              f"stored runs: {plan.get('store', 'store keys unknown')}",
              "memory: estimated peak RSS (docs/planning.md); '!' = cutoff beyond half the shortest image "
              "distance of the supercell",
-             "FC3 params: symfc basis size (translational sum rule) at the pair cutoff (random: all triplets); "
-             "eqs/param: force components of the displaced supercells per free FC2+FC3 parameter "
-             "(a random set needs well above 1)"]
+             "FC3 params: symfc basis size (translational sum rule) at the FC3 cutoff (random: the sow's own "
+             "cutoff, all triplets without one); eqs/param: independent force equations (3N - 3 per displaced "
+             "supercell) per free FC2+FC3 parameter (a random set needs at least 1, better well above)"]
     for r in plan["rows"]:
         if r["strategy"] == "random" and r["equations_per_parameter"] < 1:
             notes.append(f"WARNING {r['label']}: {r['force_equations']} force equations for "
                          f"{r['fc3_free_parameters'] + r['fc2_free_parameters']} parameters: underdetermined, "
-                         "raise n_random")
+                         "the sow will refuse it: raise n_random or set a cutoff")
         if r["cutoff_exceeds_supercell"]:
             notes.append(f"WARNING {r['label']}: cutoff {r['pair_cutoff_ang']:.3f} Å exceeds half the shortest "
                          f"image distance ({r['max_safe_cutoff_ang']:.3f} Å) of the supercell")

@@ -171,7 +171,7 @@ def write_kappa_provenance(kappa_csv_path, *, route: str, bte_cfg: dict, mesh, t
     parameters = {
         "bte": bte_parameters(bte_cfg, mesh, temperatures_k),
         "sow": {k: manifest.get(k) for k in ("strategy", "supercell_matrix", "fc2_supercell_matrix",
-                                              "amplitude_ang", "pair_cutoff_ang", "n_supercells_total",
+                                              "amplitude_ang", "pair_cutoff_ang", "fc3_cutoff_ang", "n_supercells_total",
                                               "n_displaced_fc3", "n_displaced_fc2")},
         "reap": {"fc_calculator_requested": context["reap"]["fc_calculator"],
                  "fc_calculator": reap.fc_calculator_for(manifest["strategy"], context["reap"]["fc_calculator"]),

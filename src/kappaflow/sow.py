@@ -7,7 +7,10 @@ Strategies
     like thirdorder, restricted by a pair cutoff given in Å or as thirdorder's ``-n`` neighbour shells.
 ``random``
     N rattled supercells (every atom displaced by the amplitude in a random direction) for a
-    least-squares fit with symfc.
+    least-squares fit with symfc; FC3 is fitted within the same cutoff (``pair_cutoff_ang`` or
+    ``neighbour_shells``: every pair of a triplet closer than it; none: all triplets).  A set with fewer
+    independent force equations (3N - 3 per supercell) than free FC2 + FC3 parameters (symfc's basis
+    size) is refused here, before any pw.x run (:func:`check_random_set_determined`).
 
 Each supercell becomes one pw.x input built from the user's supercell template (thirdorder's
 ``##NATOMS##``, ``##CELL##``, ``##COORDINATES##``, ``##NUMBER##``), written canonically and keyed by a hash
@@ -113,6 +116,38 @@ def effective_pair_cutoff(unitcell: Atoms, settings: SowSettings) -> float | Non
     return settings.pair_cutoff_ang
 
 
+def fc3_cutoff_ang(unitcell: Atoms, settings: SowSettings) -> float | None:
+    """The FC3 cutoff (Å) of the fit: the pair cutoff (systematic, random) from ``pair_cutoff_ang`` or
+    ``neighbour_shells``; None: all triplets."""
+    return effective_pair_cutoff(unitcell, settings)
+
+
+def check_random_set_determined(unitcell: Atoms, settings: SowSettings) -> dict:
+    """Refuse a random set that cannot determine its fit: ``n_random × (3N − 3)`` independent force
+    equations against symfc's FC2 + FC3 basis size at the set's cutoff (:func:`kappaflow.plan.free_parameters`,
+    the exact count).  Returns the counts; raises :class:`ConfigError` naming them."""
+    from kappaflow.plan import free_parameters
+    from kappaflow.reap import independent_force_equations, underdetermined_message
+
+    cutoff = fc3_cutoff_ang(unitcell, settings)
+    n_atoms = len(unitcell) * round(abs(np.linalg.det(supercell_matrix_3x3(settings.supercell_matrix))))
+    if cutoff is not None:
+        distances = min_image_distances(unitcell, settings.supercell_matrix)
+        nearest = float(distances[distances > 1e-8].min())
+        if cutoff <= nearest:
+            raise ConfigError(f"sow.strategy random: the FC3 cutoff {cutoff:.4f} Å is not beyond the nearest-"
+                              f"neighbour distance {nearest:.4f} Å, so FC3 has nothing to fit: raise "
+                              "sow.pair_cutoff_ang / sow.neighbour_shells")
+    basis = free_parameters(unitcell, settings.supercell_matrix, cutoff, "exact", settings.symprec)
+    n_parameters = int(basis["fc2"]) + int(basis["fc3"])
+    equations = independent_force_equations(settings.n_random, n_atoms)
+    if equations < n_parameters:
+        raise ConfigError(underdetermined_message(n_parameters, int(basis["fc2"]), int(basis["fc3"]), cutoff,
+                                                  settings.n_random, n_atoms,
+                                                  f"sow.strategy random with sow.n_random = {settings.n_random}"))
+    return {"n_parameters": n_parameters, "n_force_equations": equations, "fc3_cutoff_ang": cutoff}
+
+
 def generate_displacements(unitcell: Atoms, settings: SowSettings):
     """A Phono3py object carrying the displacement dataset for the chosen strategy."""
     ph3 = make_phono3py(unitcell, settings)
@@ -204,6 +239,8 @@ def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine
     template_path = str(template_path)
     template_text = Path(template_path).read_text()
     check_template(template_text, template_path)
+    if settings.strategy == "random":
+        check_random_set_determined(unitcell, settings)
     ph3 = generate_displacements(unitcell, settings)
     labels_unit = labels_of(unitcell)
     store_dir = Path(store_dir)
@@ -246,6 +283,7 @@ def sow(unitcell: Atoms, settings: SowSettings, template_path, store_dir, engine
         "amplitude_ang": settings.amplitude_ang,
         "pair_cutoff_ang": effective_pair_cutoff(unitcell, settings) if settings.strategy == "systematic"
         else None,
+        "fc3_cutoff_ang": fc3_cutoff_ang(unitcell, settings),
         "n_supercells_total": n_total,
         "n_displaced_fc3": n_fc3,
         "n_displaced_fc2": sum(1 for j in jobs if j["role"] == "fc2"),

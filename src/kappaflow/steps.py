@@ -96,7 +96,8 @@ def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_d
                                   disp_yaml_path=tmp_yaml, progress=progress)
         progress(f"sow: imported {manifest['n_displaced_fc3']} thirdorder supercells from "
                  f"{manifest['import']['dir']} (base forces subtracted: "
-                 f"{manifest['import']['base_forces_subtracted']})")
+                 f"{manifest['import']['base_forces_subtracted']}); FC3 cutoff {manifest['fc3_cutoff_ang']:.4f} Å "
+                 f"from {manifest['import']['cutoff_source']}")
         with atomic_path(manifest_path) as tmp:
             sow.write_manifest(tmp, manifest)
         return manifest
@@ -105,8 +106,8 @@ def run_sow(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, store_d
                            pw_overrides_for_supercells(dft_cfg), disp_yaml_path=tmp_yaml, progress=progress)
     unique = len({j["key"] for j in manifest["jobs"]})
     new = sum(1 for k in {j["key"] for j in manifest["jobs"]} if not (Path(store_dir) / k / "pw.out").exists())
-    progress(f"sow: {manifest['n_displaced_fc3']} displaced FC3 supercells"
-             f" (pair cutoff {manifest['pair_cutoff_ang']} Å), {unique} unique pw.x inputs, {new} not yet computed")
+    progress(f"sow: {manifest['n_displaced_fc3']} displaced FC3 supercells ({manifest['strategy']}, FC3 cutoff "
+             f"{manifest['fc3_cutoff_ang']} Å), {unique} unique pw.x inputs, {new} not yet computed")
     with atomic_path(manifest_path) as tmp:
         sow.write_manifest(tmp, manifest)
     return manifest
@@ -168,11 +169,13 @@ def run_reap(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, out_paths
     progress(f"reap: {len({j['key'] for j in manifest['jobs']})} force sets, each mapped onto its expected "
              f"supercell by position (tolerance {tolerance_ang:g} Å), "
              f"fc calculator {reap.fc_calculator_for(manifest['strategy'], reap_cfg['fc_calculator'])}")
-    reap.produce_force_constants(ph3, manifest, forces, reap_cfg["fc_calculator"])
+    report = reap.fit_force_constants(ph3, manifest, forces, reap_cfg["fc_calculator"],
+                                      reap_cfg.get("max_fc2_force_residual", reap.DEFAULT_MAX_FC2_FORCE_RESIDUAL))
+    progress(f"reap: {report.summary()}")
     out_dir = Path(out_paths["fc3"]).parent
     tmp_dir = out_dir / f".tmp{os.getpid()}"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    written = reap.write_force_constants(ph3, tmp_dir)
+    written = reap.write_force_constants(ph3, tmp_dir, fc3_cutoff_ang=reap.fc3_cutoff_of(manifest))
     for name, path in written.items():
         path.replace(out_paths[name])
     tmp_dir.rmdir()
