@@ -17,6 +17,9 @@ from kappaflow.errors import ConfigError, KappaflowError
 from kappaflow.qe.pwin import read_pw_input
 
 from conftest import REPO
+from kappaflow.engine import Engine
+
+MOCK_ENGINE = Engine("mock --model test", "kappaflow-mock-pw test")  # reads no pseudopotential
 
 SI_UNITCELL = REPO / "config/systems/si/Si.scf.in"
 SI_TEMPLATE = REPO / "config/systems/si/Si.sc.in"
@@ -48,7 +51,7 @@ def sown_forces(ph3, manifest, forces_of):
 def sow_and_load(unit, settings, template, tmp_path):
     from kappaflow.steps import load_phono3py
 
-    manifest = sow.sow(unit, settings, template, tmp_path / "store", "mock", disp_yaml_path=tmp_path / "d.yaml")
+    manifest = sow.sow(unit, settings, template, tmp_path / "store", MOCK_ENGINE, disp_yaml_path=tmp_path / "d.yaml")
     return manifest, load_phono3py(tmp_path / "d.yaml")
 
 
@@ -75,7 +78,7 @@ def test_sow_refuses_one_random_si_supercell_without_cutoff(tmp_path):
     with pytest.raises(ConfigError, match=r"n_random = 1: 57 free force-constant parameters \(FC2 8 \+ FC3 49, "
                                           r"no FC3 cutoff\) but 1 supercells of 16 atoms give only 45 "
                                           r"independent force equations.*at least 2 supercells"):
-        sow.sow(read_pw_input(SI_UNITCELL).atoms, settings, SI_TEMPLATE, tmp_path / "store", "mock")
+        sow.sow(read_pw_input(SI_UNITCELL).atoms, settings, SI_TEMPLATE, tmp_path / "store", MOCK_ENGINE)
     assert not (tmp_path / "store").exists()  # not one pw.x input written
 
 
@@ -85,7 +88,7 @@ def test_sow_refuses_four_random_ges2_supercells_without_cutoff(tmp_path):
     unit = ges2_unitcell()
     settings = sow.SowSettings(supercell_matrix=[3, 3, 1], strategy="random", n_random=4)
     with pytest.raises(ConfigError, match=r"4925 free force-constant parameters.* 636 independent"):
-        sow.sow(unit, settings, GES2_TEMPLATE, tmp_path / "store", "mock")
+        sow.sow(unit, settings, GES2_TEMPLATE, tmp_path / "store", MOCK_ENGINE)
     settings.neighbour_shells = 3
     counts = sow.check_random_set_determined(unit, settings)
     assert counts["n_parameters"] == 406 and counts["n_force_equations"] == 636

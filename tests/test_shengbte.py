@@ -19,6 +19,9 @@ import pytest
 
 from kappaflow import shengbte as sb
 from kappaflow.errors import InputFileError
+from kappaflow.engine import Engine
+
+MOCK_ENGINE = Engine("mock --model test", "kappaflow-mock-pw test")  # reads no pseudopotential
 
 A_SI_ANG = 5.431
 
@@ -635,7 +638,7 @@ def test_reap_writes_thirdorders_triplets_within_the_fc3_cutoff(tmp_path):
     unit = read_pw_input(REPO / "config/systems/si/Si.scf.in").atoms
     settings = sow.SowSettings(supercell_matrix=[3, 3, 3], neighbour_shells=3)
     store = tmp_path / "dft"
-    manifest = sow.sow(unit, settings, REPO / "config/systems/si/Si.sc.in", store, "mock",
+    manifest = sow.sow(unit, settings, REPO / "config/systems/si/Si.sc.in", store, MOCK_ENGINE,
                        disp_yaml_path=tmp_path / "disp.yaml")
     calc = stillinger_weber_si()
     for key in {j["key"] for j in manifest["jobs"]}:
