@@ -68,3 +68,40 @@ def create_exclusive(path, text: str) -> bool:
         return False
     finally:
         tmp.unlink()
+
+
+@contextmanager
+def atomic_dir(path):
+    """Yield a private temporary directory; on success it replaces the directory ``path`` as a whole
+    (an older ``path`` is removed first), otherwise it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+@contextmanager
+def staging_dir(parent):
+    """Yield a private temporary directory inside ``parent`` for files that a step then moves into place
+    one by one (:func:`publish`); whatever is left in it is removed at the end."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(parent / "stage")
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(staged, target) -> None:
+    """Rename a finished file (written in a :func:`staging_dir` of the same file system) onto ``target``."""
+    os.replace(staged, target)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kappaflow import atomic
 from kappaflow import engine, units
 from kappaflow.engine import MOCK_EXECUTABLE, engine_tag, is_mock_command  # noqa: F401  (dft's names)
 from kappaflow.errors import ConfigError, KappaflowError, PwOutputError
@@ -149,9 +150,7 @@ def _record_failure(output_path: Path, input_path: Path, exc: PwOutputError, att
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     path = output_path.parent / FAILURE_RECORD
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(record, indent=1))
     return path
 
 

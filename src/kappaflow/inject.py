@@ -29,16 +29,15 @@ missing pw.x input or an unusable DFT output raise, naming the supercell.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from kappaflow import atomic
 from kappaflow import units
 from kappaflow.errors import InputFileError, KappaflowError
-from kappaflow.ml.dataset import atomic_write_text, check_output_against_input, copy_file_atomic
+from kappaflow.ml.dataset import check_output_against_input
 from kappaflow.qe.pwin import PwInput, read_pw_input
 from kappaflow.qe.pwout import FORCES_HEADER, read_pw_output
 
@@ -181,20 +180,13 @@ def write_ml_output(path, pw_input, forces_ev_per_ang, energy_ev: float | None =
 
 def _write_checked(path, text: str, n_atoms: int, forces_ev_per_ang) -> None:
     """Write ``text`` to a temporary sibling, parse it strictly, compare the forces, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic.atomic_path(path) as tmp:
         tmp.write_text(text)
         run = read_pw_output(tmp, expected_n_atoms=n_atoms)
         back = units.ev_per_ang_to_ry_per_bohr(run.forces_ev_per_ang)
         want = units.ev_per_ang_to_ry_per_bohr(forces_ev_per_ang)
         if np.abs(back - want).max() > 0.5e-8 * (1 + 1e-6) + 1e-15 * np.abs(want).max():
             raise KappaflowError(f"{path}: injected forces do not read back (internal error)")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def is_ml_injected(path) -> bool:
@@ -297,14 +289,14 @@ def inject_set(keys: Iterable[str], dft_dir, ml_forces: Mapping[str, np.ndarray]
     sources = {}
     for key, (source, pw) in plan.items():
         target = out_dir / key
-        copy_file_atomic(dft_dir / key / "pw.in", target / "pw.in")
+        atomic.copy_file(dft_dir / key / "pw.in", target / "pw.in")
         if source == "dft":
-            copy_file_atomic(dft_dir / key / "pw.out", target / "pw.out")
+            atomic.copy_file(dft_dir / key / "pw.out", target / "pw.out")
         else:
             energy = None if ml_energies is None else float(ml_energies[key])
             write_ml_output(target / "pw.out", pw, ml_forces[key], energy, note)
         sources[key] = source
     record = {"mode": mode, "n_dft": sum(v == "dft" for v in sources.values()),
               "n_ml": sum(v == "ml" for v in sources.values()), "sources": sources}
-    atomic_write_text(provenance_path or out_dir / "provenance.json", json.dumps(record, indent=1) + "\n")
+    atomic.write_text(provenance_path or out_dir / "provenance.json", json.dumps(record, indent=1) + "\n")
     return sources

@@ -13,11 +13,11 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
 from pathlib import Path
 
 import numpy as np
+from kappaflow import atomic
 
 SCHEMA = "kappaflow-provenance/1"
 CODES = ("kappaflow", "phono3py", "phonopy", "spglib", "symfc", "numpy", "h5py")
@@ -207,7 +207,5 @@ def write_kappa_provenance(kappa_csv_path, *, route: str, bte_cfg: dict, mesh, t
         if ml_block.get("inject_provenance"):
             record["inputs"]["ml_inject_provenance"] = file_record(ml_block["inject_provenance"])
     out = provenance_path(kappa_csv_path)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(record), indent=1) + "\n")
-    tmp.replace(out)
+    atomic.write_text(out, json.dumps(_jsonable(record), indent=1) + "\n")
     return out

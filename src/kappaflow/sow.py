@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,21 +191,12 @@ def store_input(store_dir, engine: Engine, text: str, source: str = "<input>") -
     key = _key(ident, text)
     target = Path(store_dir) / key / "pw.in"
     if not target.exists():
-        from kappaflow.steps import atomic_path
+        from kappaflow import atomic
 
-        target.parent.mkdir(parents=True, exist_ok=True)
         if not (target.parent / IDENTITY_FILE).exists():
-            with atomic_path(target.parent / IDENTITY_FILE) as tmp:
-                tmp.write_text(json.dumps(ident, indent=1))
-        # link a private temporary into place only if no one did first: pw.in is never rewritten
-        tmp = target.with_name(f"pw.in.tmp{os.getpid()}")
-        tmp.write_text(text)
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+            atomic.write_text(target.parent / IDENTITY_FILE, json.dumps(ident, indent=1))
+        # linked into place only if no one did first (parallel sweep sows): pw.in is never rewritten
+        atomic.create_exclusive(target, text)
     return key
 
 

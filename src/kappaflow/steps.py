@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -172,13 +171,12 @@ def run_reap(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, out_paths
     report = reap.fit_force_constants(ph3, manifest, forces, reap_cfg["fc_calculator"],
                                       reap_cfg.get("max_fc2_force_residual", reap.DEFAULT_MAX_FC2_FORCE_RESIDUAL))
     progress(f"reap: {report.summary()}")
-    out_dir = Path(out_paths["fc3"]).parent
-    tmp_dir = out_dir / f".tmp{os.getpid()}"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    written = reap.write_force_constants(ph3, tmp_dir, fc3_cutoff_ang=reap.fc3_cutoff_of(manifest))
-    for name, path in written.items():
-        path.replace(out_paths[name])
-    tmp_dir.rmdir()
+    from kappaflow import atomic
+
+    with atomic.staging_dir(Path(out_paths["fc3"]).parent) as stage:
+        written = reap.write_force_constants(ph3, stage, fc3_cutoff_ang=reap.fc3_cutoff_of(manifest))
+        for name, path in written.items():
+            atomic.publish(path, out_paths[name])
 
 
 # --- bte ----------------------------------------------------------------------------------------

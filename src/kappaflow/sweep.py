@@ -147,7 +147,7 @@ def run_sweep_kappa(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bt
                     progress=None, provenance: dict | None = None) -> dict:
     """reap + BTE in memory for one sweep point at one temperature; writes kappa.csv and kappa.json."""
     from kappaflow import bte as bte_mod
-    from kappaflow import reap, sow
+    from kappaflow import sow
     from kappaflow.noise import kappa_with_forces
     from kappaflow.steps import atomic_path, load_phono3py, mapped_forces
 

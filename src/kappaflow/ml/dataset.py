@@ -30,15 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
+from kappaflow import atomic
 from kappaflow import units
 from kappaflow.errors import InputFileError, KappaflowError
 from kappaflow.qe.pwin import PwInput, read_pw_input
@@ -327,23 +325,6 @@ def normalize_example(example: dict, expected_n_atoms: int | None = None, requir
 # ------------------------------------------------------------------------------------------------
 # files
 # ------------------------------------------------------------------------------------------------
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def example_to_text(example: dict) -> str:
     """JSON text of an example, one atom per line; floats as shortest round-tripping ``repr``."""
     dump = lambda v: json.dumps(v, allow_nan=False)  # noqa: E731
@@ -367,7 +348,7 @@ def write_example(path, example: dict) -> None:
     text = example_to_text(example)
     if json.loads(text) != example:
         raise KappaflowError(f"{path}: example does not survive a JSON round trip (non-JSON values?)")
-    atomic_write_text(path, text)
+    atomic.write_text(path, text)
 
 
 def read_example(path, expected_n_atoms: int | None = None, require_forces: bool = True) -> dict:
@@ -424,9 +405,7 @@ def write_extxyz(path, examples) -> list[Atoms]:
     images = [example_to_atoms(ex) for ex in examples]
     if not images:
         raise KappaflowError(f"{path}: no examples to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path)
-    try:
+    with atomic.atomic_path(path) as tmp:
         ase.io.write(tmp, images, format="extxyz")
         back = ase.io.read(tmp, index=":", format="extxyz")
         tol = 0.5 * 10.0 ** -EXTXYZ_DECIMALS * (1 + 1e-6)
@@ -443,21 +422,6 @@ def write_extxyz(path, examples) -> list[Atoms]:
                     and close(b.positions, a.positions) and close(b.get_forces(), a.get_forces()))
             if not same:
                 raise KappaflowError(f"{path}: frame {k} does not read back as written")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return back
 
 
-def copy_file_atomic(src, dst) -> None:
-    """Byte-for-byte copy through a temporary sibling."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(dst)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from kappaflow.errors import InputFileError, KappaflowError
-from kappaflow.ml.dataset import atomic_write_text
+from kappaflow.atomic import write_text as atomic_write_text
 
 FORCES_COLUMNS = ("filename", "atom_id", "fx_nn", "fy_nn", "fz_nn", "fx_ref", "fy_ref", "fz_ref")
 FORCES_COLUMNS_NO_REF = FORCES_COLUMNS[:5]

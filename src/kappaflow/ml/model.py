@@ -90,15 +90,14 @@ import hashlib
 import io
 import json
 import math
-import os
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from kappaflow import atomic
 from kappaflow.ml.gvectors import Descriptors, MBPParameters
 from kappaflow.ml.ontheflytf import CommitteeEvaluator, committee_summary
 from kappaflow.ml.tfimport import activation
@@ -565,19 +564,6 @@ class Committee:
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_model(model: NetworkPotential, out_dir) -> Path:
     """Write ``model.npz`` then ``model.json`` atomically into ``out_dir``; returns the npz path."""
     out_dir = Path(out_dir)
@@ -592,8 +578,8 @@ def save_model(model: NetworkPotential, out_dir) -> Path:
     text = json.dumps(meta, indent=1, allow_nan=False)
     buf = io.BytesIO()
     np.savez(buf, metadata=np.array(text), **arrays)
-    _atomic_write_bytes(out_dir / MODEL_NPZ, buf.getvalue())
-    _atomic_write_bytes(out_dir / MODEL_JSON, (text + "\n").encode())
+    atomic.write_bytes(out_dir / MODEL_NPZ, buf.getvalue())
+    atomic.write_bytes(out_dir / MODEL_JSON, (text + "\n").encode())
     model.metadata = meta
     return out_dir / MODEL_NPZ
 

@@ -365,7 +365,6 @@ class CommitteeEvaluator:
         act = activation(tf, st.activation)
         M = st.n_members
         params = self.params
-        g = params.g_size
 
         def atomic(G, species):
             parts = tf.dynamic_partition(G, species, S)

@@ -9,7 +9,6 @@ Called by ``scripts/ml_*.py``; nothing here imports Snakemake.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -225,18 +224,13 @@ def pack(gvectors_path, data_set: str, out_dir, elements_per_file: int) -> list[
     records = load_gvectors(gvectors_path, roles=DATA_SETS[data_set])
     if not records:
         raise KappaflowError(f"{gvectors_path}: no structures of data set {data_set!r}")
-    out_dir = Path(out_dir)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_tfrecords(records, tmp_dir, prefix=data_set, elements_per_file=elements_per_file)
-    (tmp_dir / "index.json").write_text(json.dumps({
-        "data_set": data_set, "n_structures": len(records), "keys": [r["key"] for r in records],
-        "shards": [p.name for p in paths]}, indent=1))
-    if out_dir.exists():
-        import shutil
+    from kappaflow.atomic import atomic_dir
 
-        shutil.rmtree(out_dir)
-    tmp_dir.replace(out_dir)
+    with atomic_dir(out_dir) as tmp_dir:
+        paths = write_tfrecords(records, tmp_dir, prefix=data_set, elements_per_file=elements_per_file)
+        (tmp_dir / "index.json").write_text(json.dumps({
+            "data_set": data_set, "n_structures": len(records), "keys": [r["key"] for r in records],
+            "shards": [p.name for p in paths]}, indent=1))
     progress(f"pack: {len(records)} structures of '{data_set}' in {len(paths)} TFRecord shard(s)")
     return [out_dir / p.name for p in paths]
 

@@ -42,11 +42,11 @@ not per flattened G component).
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from kappaflow import atomic
 
 __all__ = ["RECORD_KEYS", "write_tfrecords", "read_tfrecords", "load_records", "record_from_example",
            "record_from_atoms", "check_record", "shard_name"]
@@ -169,15 +169,10 @@ def write_tfrecords(records: Iterable[dict], out_dir, prefix: str = "data",
     paths = []
     for f in range(n_files):
         path = out_dir / shard_name(prefix, f + 1, n_files)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
+        with atomic.atomic_path(path) as tmp:
             with tf.io.TFRecordWriter(str(tmp)) as writer:
                 for rec in recs[f * elements_per_file:(f + 1) * elements_per_file]:
                     writer.write(_serialize(rec))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         paths.append(path)
     return paths
 

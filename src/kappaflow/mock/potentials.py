@@ -87,7 +87,6 @@ def periodic_pairs(cell: np.ndarray, positions: np.ndarray, cutoff_ang: float):
     reach = np.ceil(cutoff_ang / spacing).astype(int)
     grid = np.array([(a, b, c) for a in range(-reach[0], reach[0] + 1) for b in range(-reach[1], reach[1] + 1)
                      for c in range(-reach[2], reach[2] + 1)], dtype=np.int64)
-    n_atoms = len(pos)
     i_all, j_all, n_all = [], [], []
     cut2 = float(cutoff_ang) ** 2
     for image in grid:
