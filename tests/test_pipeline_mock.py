@@ -83,8 +83,8 @@ def test_pipeline_force_constants_equal_kaldo_finite_differences(si_run, sw_refe
     fc2 = read_fc2_from_hdf5(filename=str(work / "results/si/fc/fc2.hdf5"))
     fc3 = read_fc3_from_hdf5(filename=str(work / "results/si/fc/fc3.hdf5"))
     assert np.abs(fc2_ref).max() > 10 and np.abs(fc3_ref).max() > 20  # eV/Å², eV/Å³ of SW Si
-    # the pipeline's 0.01 Å displacements (O(h²)) and pw.x's 8-decimal forces: measured 4.9e-4 eV/Å²
-    # and 5.0e-3 eV/Å³ (of 27), the mock relaxed cell
+    # the pipeline's 0.01 Å displacements (O(h²)) and pw.x's 8-decimal forces: measured 2.5e-4 eV/Å²
+    # and 5.2e-3 eV/Å³ (of 27)
     print("max |fc2 - ref| eV/Å²:", np.abs(fc2 - fc2_ref).max(), " max |fc3 - ref| eV/Å³:",
           np.abs(fc3 - fc3_ref).max())
     assert np.abs(fc2 - fc2_ref).max() < 2e-3
