@@ -42,13 +42,12 @@ def kaldo_force_constants(unit_atoms, supercell, calculator, delta_ang: float, t
 
 
 def _min_image_distances(frac, cell):
-    n = len(frac)
-    out = np.zeros((n, n))
-    for a in range(n):
-        d = frac - frac[a]
-        d -= np.rint(d)
-        out[a] = np.linalg.norm(d @ cell, axis=1)
-    return out
+    """(N, N) minimum-image distances (Å), searched over the neighbouring cells (skewed cells too)."""
+    shifts = np.array(list(itertools.product(range(-2, 3), repeat=3)), dtype=np.float64)
+    d = frac[None, :, :] - frac[:, None, :]
+    d -= np.rint(d)
+    vectors = (d[:, :, None, :] + shifts[None, None, :, :]) @ cell
+    return np.linalg.norm(vectors, axis=3).min(axis=2)
 
 
 def to_phonopy_order(kaldo: dict, ph3):
@@ -111,15 +110,19 @@ def pair_cutoff_fc3(fc3_full, ph3, cutoff_ang: float):
                     total / np.maximum(count, 1)[..., None, None, None], 0.0)
 
 
-if __name__ == "__main__":  # the by-hand pw.x anchor (docs/validation.md)
+if __name__ == "__main__":  # the by-hand pw.x anchor (docs/validation.md §3)
     import json
     import os
     import sys
     from pathlib import Path
 
     from ase import Atoms
+    from phono3py import Phono3py
 
-    results = Path(sys.argv[1])
+    from kappaflow.bte import run_phono3py
+    from kappaflow.steps import load_phono3py
+
+    results = Path(sys.argv[1])  # results/si of a finished run of tests/test_pipeline_pwx.py's setup
     unit = json.loads((results / "structure/unitcell.json").read_text())
     atoms = Atoms(unit["symbols"], cell=unit["cell_ang"], scaled_positions=unit["scaled_positions"], pbc=True)
 
@@ -132,5 +135,18 @@ if __name__ == "__main__":  # the by-hand pw.x anchor (docs/validation.md)
                         pseudopotentials={"Si": "Si.pz-vbc.UPF"}, kpts=(2, 2, 2),
                         directory=f"kaldo_fd_pw/{os.getpid()}")
 
-    fd = kaldo_force_constants(atoms, (2, 2, 2), espresso, delta_ang=0.01, threshold_ang=3.0, n_workers=2)
-    np.savez("kaldo_fd_pw.npz", **fd)
+    if not Path("kaldo_fd_pw.npz").exists():  # 75 pw.x runs
+        np.savez("kaldo_fd_pw.npz", **kaldo_force_constants(atoms, (2, 2, 2), espresso, delta_ang=0.01,
+                                                            threshold_ang=3.0, n_workers=2))
+    template = load_phono3py(results / "sow/phono3py_disp.yaml")
+    fc2, fc3 = to_phonopy_order(dict(np.load("kaldo_fd_pw.npz")), template)
+    fc3 = pair_cutoff_fc3(fc3, template, 3.0)
+    for symmetrize in (False, True):
+        ph3 = Phono3py(template.unitcell, supercell_matrix=template.supercell_matrix,
+                       primitive_matrix=template.primitive_matrix, log_level=0)
+        ph3.fc2, ph3.fc3 = fc2.copy(), fc3.copy()
+        if symmetrize:  # phono3py's translational-invariance + index-permutation symmetrisation
+            ph3.symmetrize_fc3()
+            ph3.symmetrize_fc2()
+        kappa = run_phono3py(ph3, [11, 11, 11], np.array([300.0, 600.0]), isotopes=True).kappa_w_per_mk
+        print(f"symmetrized={symmetrize}: kappa_xx(300, 600 K) =", kappa[:, 0, 0])

@@ -127,9 +127,10 @@ def min_image_distances(supercell) -> np.ndarray:
     """(N, N) minimum-image distances (Å) between the supercell's atoms."""
     cell = np.asarray(supercell.cell, dtype=np.float64)
     frac = np.asarray(supercell.scaled_positions, dtype=np.float64)
+    shifts = np.array(list(np.ndindex(5, 5, 5)), dtype=np.float64) - 2.0  # skewed cells: search images
     d = frac[None, :, :] - frac[:, None, :]
     d -= np.rint(d)
-    return np.linalg.norm(d @ cell, axis=2)
+    return np.linalg.norm((d[:, :, None, :] + shifts[None, None, :, :]) @ cell, axis=3).min(axis=2)
 
 
 # --- fixture: kappaflow's fc files from the mock potential, in process ------------------------
