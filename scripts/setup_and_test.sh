@@ -7,4 +7,5 @@ source scripts/env.sh   # the virtual environment install.sh made (.venv)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 TF_CPP_MIN_LOG_LEVEL=3
 # the real-SLURM tests (marker slurm) must run here, not skip: a scheduler that cannot start fails them
 export KAPPAFLOW_REQUIRE_SLURM=1
+export KAPPAFLOW_REQUIRE_PWX=1   # likewise the real pw.x tests (marker pwx): a missing pw.x fails them
 python -m pytest -q -rs --durations=15 tests "$@"

@@ -11,6 +11,21 @@ DATA = Path(__file__).resolve().parent / "data"
 
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs")
 
+#: what the tests marked ``pwx`` need from Debian's quantum-espresso (scripts/install.sh installs both)
+PWX_TOOLS = ("pw.x", "mpirun")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """With KAPPAFLOW_REQUIRE_PWX=1 (the README's test command sets it) a test marked ``pwx`` fails
+    when pw.x or mpirun is missing, before its own skipif marker could skip it silently."""
+    if item.get_closest_marker("pwx") is None or os.environ.get("KAPPAFLOW_REQUIRE_PWX") != "1":
+        return
+    missing = [tool for tool in PWX_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"KAPPAFLOW_REQUIRE_PWX=1 but {', '.join(missing)} not on PATH "
+                    "(scripts/install.sh installs Debian's quantum-espresso)", pytrace=False)
+
 
 def copy_workflow(dest, names=WORKFLOW_FILES):
     """Copy the workflow (Snakefile, rules, scripts, config, profiles, envs) into ``dest``; return it."""

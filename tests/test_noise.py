@@ -68,6 +68,13 @@ def test_noise_study_reuses_dft_outputs_and_kappa_falls(workspace):
         ratios.append(np.mean(k) / route[0, 0, 0])
     assert ratios[0] > ratios[1] > ratios[2] and ratios[2] < 0.1, ratios
     tol = json.loads((workspace / "results/si/noise/tolerance.json").read_text())
-    assert tol["band"] == 0.05 and tol["tolerance_ev_per_ang"] in (0.0, 1e-4, 1e-3)
+    print("kappa_xx(300 K) ratios at 1e-4, 1e-3, 1e-2 eV/Å:", ratios, "tolerance.json:", tol)
+    # 1e-4 eV/Å on 0.01 Å displacements is an fc3 error of ~δ/h² = 1 eV/Å³ in every element (|Φ3| ≤ 27):
+    # κ falls by far more than the 5 % band (measured: mean ratio 0.83 at 300 K, worst seed, T and
+    # component 31 % off), so already the smallest non-zero amplitude is out and the tolerance is 0.
+    # (The tolerance of this crystal, ~10 µeV/Å (docs/noise.md), lies below this test's grid.)
+    deviation = tol["max_relative_deviation_by_amplitude"]
+    assert tol["band"] == 0.05 and deviation["1.000e-04"] > 0.15, deviation
+    assert tol["tolerance_ev_per_ang"] == 0.0
     for name in ("kappa_xx_vs_T.png", "kappa_zz_vs_T.png", "kappa_ratio_vs_amplitude.png", "noise_kappa.csv"):
         assert (workspace / "results/si/noise" / name).stat().st_size > 0
