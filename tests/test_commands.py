@@ -213,7 +213,8 @@ def targets_after_configfile(command: str) -> list[str]:
 
 
 def test_doc_command_scanner_finds_a_target_after_configfile():
-    text = "Run `snakemake --configfile config/mock/si.yaml ml` or\n```bash\nsnakemake ml --configfile a.yaml b.yml\n```\n"
+    text = ("Run `snakemake --configfile config/mock/si.yaml ml` or\n"
+            "```bash\nsnakemake ml --configfile a.yaml b.yml\n```\n")
     assert [targets_after_configfile(c) for c in doc_commands(text)] == [[], ["ml"]]
 
 
