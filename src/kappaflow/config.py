@@ -193,14 +193,15 @@ def check_inputs(config: dict, check_pseudopotentials: bool = False) -> None:
         raise InputFileError(template_path, f"cannot read supercell template ({exc.strerror})") from None
     check_template(template, template_path)
     mode = config["dft"]["check_pseudopotentials"]
-    if not check_pseudopotentials or mode is False or (mode == "auto" and is_mock_command(config["dft"]["pw_command"])):
+    if mode is False or (mode == "auto" and is_mock_command(config["dft"]["pw_command"])):
         return
     from kappaflow.qe.pwin import parse_pw_input
     from kappaflow.structure import labels_of
     from kappaflow.qe.pwin import fill_template
 
     sample = parse_pw_input(fill_template(template, unit.atoms, template_path), template_path)
-    for source, pw in ((config["unitcell"], unit), (template_path, sample)):
+    checked = ((config["unitcell"], unit), (template_path, sample)) if check_pseudopotentials else ()
+    for source, pw in checked:
         pseudo_dir = config["dft"]["pseudo_dir"] or pw.get("control", "pseudo_dir", ".")
         for sp in pw.species:
             path = Path(pseudo_dir) / sp.pseudopotential
