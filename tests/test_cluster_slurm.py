@@ -118,17 +118,32 @@ def assert_booster_pwx_job(row):
     assert [s for s in steps_of(row["JobID"]) if s["NTasks"] == "4"], steps_of(row["JobID"])
 
 
+def start_local_run(local: Path) -> subprocess.Popen:
+    """`snakemake --profile profiles/local --configfile config/mock/si.yaml` in a checkout of its own.  It
+    runs while the cluster run runs (that one mostly waits for the scheduler and one job at a time)."""
+    log = open(local / "local_run.log", "w")
+    return subprocess.Popen(["snakemake", "--profile", "profiles/local", "--configfile", SHIPPED], cwd=local,
+                            env=dict(os.environ, PYTHONPATH=str(local / "src")), stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
 @pytest.fixture(scope="module")
 def cluster_run(slurm, tmp_path_factory):
     work = copy_checkout(tmp_path_factory.mktemp("slurm_si"))
+    local = copy_checkout(tmp_path_factory.mktemp("local_si"))
+    local_run = start_local_run(local)
     before = job_ids(slurm)
     t0 = time.monotonic()
-    proc = slurm_snakemake(work, env={"KAPPAFLOW_MOCK_PW_LOG": str(work / "mock.log")})
+    try:
+        proc = slurm_snakemake(work, env={"KAPPAFLOW_MOCK_PW_LOG": str(work / "mock.log")})
+    finally:
+        local_rc = local_run.wait(timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     # relax, sow, gate, reap, bte, the light group: at least 6 allocations besides the pw.x jobs
     rows = new_records(slurm, before, len(store_keys(work)) + 6)
-    print(f"shipped config on SLURM: {len(rows)} allocations, {time.monotonic() - t0:.0f} s")
-    return work, rows, proc
+    print(f"shipped config on SLURM: {len(rows)} allocations, {time.monotonic() - t0:.0f} s "
+          f"(the local run beside it: exit {local_rc})")
+    return work, rows, (local, local_rc)
 
 
 def test_the_shipped_config_ran_relax_first_on_a_booster_node(cluster_run):
@@ -208,14 +223,10 @@ def test_training_requested_one_gpu_and_ml_preparation_was_grouped(ml_run):
     assert LEONARDO_MODULES["tensorflow"] in loads
 
 
-def test_kappa_equals_the_local_run(cluster_run, tmp_path):
+def test_kappa_equals_the_local_run(cluster_run):
     """`snakemake --profile profiles/local --configfile config/mock/si.yaml` on this machine."""
-    work, _, _ = cluster_run
-    local = copy_checkout(tmp_path)
-    proc = subprocess.run(["snakemake", "--profile", "profiles/local", "--configfile", SHIPPED], cwd=local,
-                          env=dict(os.environ, PYTHONPATH=str(local / "src")), capture_output=True, text=True,
-                          timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    work, _, (local, local_rc) = cluster_run
+    assert local_rc == 0, (local / "local_run.log").read_text()[-5000:]
     on_cluster = read_kappa_csv(work / "results/si/bte/kappa.csv")
     at_home = read_kappa_csv(local / "results/si/bte/kappa.csv")
     np.testing.assert_array_equal(on_cluster.temperatures_k, at_home.temperatures_k)
