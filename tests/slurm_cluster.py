@@ -6,6 +6,11 @@ Leonardo's: ``boost_usr_prod`` (GPU nodes) and ``lrd_all_serial`` (serial CPU wo
 through slurmdbd on a private MariaDB so that ``sacct`` holds the scheduler's own records of every job
 (partition, tasks, CPUs, GPUs, state) and the executor plugin can validate the account.
 
+No host name has to resolve: the controller, slurmdbd and the node are addressed as 127.0.0.1 (slurmd is
+started under the node's configured name).  Start-up waits on conditions (a daemon answers, the node is
+idle, slurmctld knows the account), never on fixed sleeps; when one does not come, the error carries the
+last answer of the probe (e.g. sacctmgr's own message) and the tails of the daemons' logs.
+
 Only the daemons started here are stopped here, by PID.  The cluster refuses to start over an existing
 ``/etc/slurm/slurm.conf`` that it did not write (a real cluster's configuration is never touched).
 
@@ -19,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +37,12 @@ QOS = "normal"
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "slurmdbd", "munge", "mariadb-server"]
 GPUS_PER_NODE = 4
 CPUS_PER_NODE = 32
+NODE = "kfnode"            # the node's name in slurm.conf (slurmd -N NODE): independent of the host name
+ADDR = "127.0.0.1"         # every daemon's address: nothing is looked up by name
+CTLD_HOST = "localhost"    # slurmctld and slurmdbd accept "localhost" as their own host without a lookup
+START_TIMEOUT_S = 180.0    # per condition; a loaded machine may need it, an idle one takes seconds
+LOGS = ("slurmdbd.log", "slurmctld.log", "slurmd.log", "munged.log", "mariadbd.console.log",
+        "slurmdbd.console.log", "slurmctld.console.log", "slurmd.console.log")
 
 
 class ClusterUnavailable(RuntimeError):
@@ -40,7 +50,11 @@ class ClusterUnavailable(RuntimeError):
 
 
 def _run(cmd, check=True, **kw):
-    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+    proc = subprocess.run(cmd, check=False, text=True, capture_output=True, **kw)
+    if check and proc.returncode != 0:
+        raise ClusterUnavailable(f"$ {' '.join(map(str, cmd))}: exit {proc.returncode}: "
+                                 f"{(proc.stdout + proc.stderr).strip()[-2000:]}")
+    return proc
 
 
 def installed() -> bool:
@@ -64,10 +78,10 @@ def install() -> None:
         raise ClusterUnavailable(f"apt-get install {' '.join(PACKAGES)} failed:\n{proc.stderr[-2000:]}")
 
 
-def _slurm_conf(host: str, state: Path) -> str:
+def _slurm_conf(state: Path) -> str:
     return f"""{MARKER}
 ClusterName=kappaflow
-SlurmctldHost={host}
+SlurmctldHost={CTLD_HOST}({ADDR})
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -83,7 +97,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost={host}
+AccountingStorageHost={ADDR}
 AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 AccountingStorageEnforce=associations,limits,qos
@@ -98,21 +112,22 @@ MpiDefault=none
 DefMemPerCPU=1000
 SlurmctldTimeout=30
 SlurmdTimeout=60
-NodeName={host} CPUs={CPUS_PER_NODE} Boards=1 SocketsPerBoard=2 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=494000 Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN
-PartitionName=boost_usr_prod Nodes={host} MaxTime=1-00:00:00 State=UP
-PartitionName=lrd_all_serial Nodes={host} Default=YES MaxTime=04:00:00 State=UP
+NodeName={NODE} NodeAddr={ADDR} CPUs={CPUS_PER_NODE} Boards=1 SocketsPerBoard=2 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=494000 Gres=gpu:{GPUS_PER_NODE} State=UNKNOWN
+PartitionName=boost_usr_prod Nodes={NODE} MaxTime=1-00:00:00 State=UP
+PartitionName=lrd_all_serial Nodes={NODE} Default=YES MaxTime=04:00:00 State=UP
 """
 
 
-def _slurmdbd_conf(host: str, state: Path) -> str:
+def _slurmdbd_conf(state: Path) -> str:
     return f"""{MARKER}
 AuthType=auth/munge
-DbdHost={host}
+DbdHost={CTLD_HOST}
+DbdAddr={ADDR}
 SlurmUser=root
 PidFile={state}/slurmdbd.pid
 LogFile={state}/slurmdbd.log
 StorageType=accounting_storage/mysql
-StorageHost=127.0.0.1
+StorageHost={ADDR}
 StoragePort=33061
 StorageUser=root
 StorageLoc=slurm_acct_db
@@ -124,11 +139,10 @@ class Cluster:
 
     def __init__(self, state: Path = STATE):
         self.state = Path(state)
-        self.host = socket.gethostname().split(".")[0]
         self.procs: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self, timeout_s: float = 90.0) -> "Cluster":
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> "Cluster":
         install()
         for conf in (SLURM_CONF, SLURM_CONF.with_name("slurmdbd.conf"), SLURM_CONF.with_name("gres.conf")):
             if conf.exists() and MARKER not in conf.read_text():
@@ -143,36 +157,50 @@ class Cluster:
         for i in range(GPUS_PER_NODE):  # fake GPUs: gres.conf File= must be character devices
             os.mknod(self.state / "gpu" / f"nvidia{i}", 0o666 | 0o020000, os.makedev(1, 3))
         SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-        SLURM_CONF.write_text(_slurm_conf(self.host, self.state))
+        SLURM_CONF.write_text(_slurm_conf(self.state))
         SLURM_CONF.with_name("gres.conf").write_text(
-            f"{MARKER}\nNodeName={self.host} Name=gpu File={self.state}/gpu/nvidia[0-{GPUS_PER_NODE - 1}]\n")
+            f"{MARKER}\nNodeName={NODE} Name=gpu File={self.state}/gpu/nvidia[0-{GPUS_PER_NODE - 1}]\n")
         dbd = SLURM_CONF.with_name("slurmdbd.conf")
-        dbd.write_text(_slurmdbd_conf(self.host, self.state))
+        dbd.write_text(_slurmdbd_conf(self.state))
         dbd.chmod(0o600)
         try:
-            self._start_munge()
-            self._start_mariadb()
+            self._start_munge(timeout_s)
+            self._start_mariadb(timeout_s)
             self._spawn("slurmdbd", ["slurmdbd", "-D"])
-            self._wait(lambda: _run(["sacctmgr", "-n", "list", "cluster"], check=False).returncode == 0,
-                       timeout_s, "slurmdbd to answer sacctmgr")
-            _run(["sacctmgr", "-i", "add", "cluster", "kappaflow"], check=False)
+            self._wait(_answers(["sacctmgr", "-n", "list", "cluster"]), timeout_s, "slurmdbd to answer sacctmgr")
+            self._until_ok(["sacctmgr", "-i", "add", "cluster", "kappaflow"], timeout_s, already="already exists")
             self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
-            self._wait(lambda: _run(["scontrol", "ping"], check=False).stdout.count("UP") >= 1,
-                       timeout_s, "slurmctld to answer scontrol ping")
-            _run(["sacctmgr", "-i", "add", "account", ACCOUNT, "Description=kappaflow CI", "Organization=ci"])
-            _run(["sacctmgr", "-i", "add", "user", "root", f"Account={ACCOUNT}", f"DefaultAccount={ACCOUNT}"])
-            self._spawn("slurmd", ["slurmd", "-D"])
+            self._wait(_answers(["scontrol", "ping"], expect="UP"), timeout_s, "slurmctld to answer scontrol ping")
+            self._until_ok(["sacctmgr", "-i", "add", "account", ACCOUNT, "Description=kappaflow CI",
+                            "Organization=ci"], timeout_s, already="already exists")
+            self._until_ok(["sacctmgr", "-i", "add", "user", "root", f"Account={ACCOUNT}",
+                            f"DefaultAccount={ACCOUNT}"], timeout_s, already="already exists")
+            # submissions are checked against slurmctld's copy of the associations (AccountingStorageEnforce)
+            self._wait(_answers(["scontrol", "show", "assoc_mgr", "users=root", f"accounts={ACCOUNT}",
+                                 "flags=assoc"], expect=f"Account={ACCOUNT} "), timeout_s,
+                       f"slurmctld to know the account {ACCOUNT}")
+            self._spawn("slurmd", ["slurmd", "-D", "-N", NODE])
             self._wait(self._node_idle, timeout_s, "the node to become idle")
         except Exception:
             self.stop()
             raise
         return self
 
-    def _node_idle(self) -> bool:
-        out = _run(["sinfo", "-h", "-N", "-o", "%T"], check=False).stdout.split()
-        return bool(out) and all(s.rstrip("*") in ("idle", "mixed") for s in out)
+    def _node_idle(self) -> tuple[bool, str]:
+        proc = _run(["sinfo", "-h", "-N", "-o", "%N %T %E"], check=False)
+        states = [line.split()[1].rstrip("*") for line in proc.stdout.splitlines() if len(line.split()) > 1]
+        ok = bool(states) and all(s in ("idle", "mixed") for s in states)
+        return ok, f"sinfo: {proc.stdout.strip() or proc.stderr.strip()}"
 
-    def _start_munge(self) -> None:
+    def _until_ok(self, cmd: list[str], timeout_s: float, already: str | None = None) -> None:
+        """Run ``cmd`` until it succeeds (or says ``already``): slurmdbd may still be settling."""
+        def attempt():
+            proc = _run(cmd, check=False)
+            text = (proc.stdout + proc.stderr).strip()
+            return proc.returncode == 0 or bool(already and already in text), f"exit {proc.returncode}: {text}"
+        self._wait(attempt, timeout_s, " ".join(cmd))
+
+    def _start_munge(self, timeout_s: float) -> None:
         run = self.state / "run" / "munge"
         run.mkdir(parents=True)
         shutil.chown(run, "munge", "munge")
@@ -192,9 +220,9 @@ class Cluster:
         if sock.is_symlink() or sock.exists():
             sock.unlink()
         sock.symlink_to(run / "munge.socket.2")
-        self._wait(lambda: _run(["munge", "-n"], check=False).returncode == 0, 30, "munged")
+        self._wait(_answers(["munge", "-n"]), timeout_s, "munged")
 
-    def _start_mariadb(self) -> None:
+    def _start_mariadb(self, timeout_s: float) -> None:
         datadir = self.state / "db" / "data"
         sock = self.state / "db" / "mysqld.sock"
         install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
@@ -206,8 +234,7 @@ class Cluster:
                                  f"--pid-file={self.state}/db/mariadbd.pid",
                                  "--innodb-buffer-pool-size=64M", "--innodb-lock-wait-timeout=900"])
         client = shutil.which("mariadb") or shutil.which("mysql")
-        self._wait(lambda: _run([client, f"--socket={sock}", "-uroot", "-e", "select 1"],
-                                check=False).returncode == 0, 60, "MariaDB")
+        self._wait(_answers([client, f"--socket={sock}", "-uroot", "-e", "select 1"]), timeout_s, "MariaDB")
         # slurmdbd connects over TCP to localhost as root without a password
         _run([client, f"--socket={sock}", "-uroot", "-e",
               "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1';"
@@ -220,17 +247,33 @@ class Cluster:
         self.procs[name] = proc.pid
         (self.state / "pids.json").write_text(json.dumps(self.procs))
 
-    def _wait(self, ready, timeout_s: float, what: str) -> None:
+    def _wait(self, probe, timeout_s: float, what: str) -> None:
+        """Poll ``probe() -> (ready, last answer)``; a daemon that dies or a timeout raises with the last
+        answer and the tails of the daemons' logs."""
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout_s:
-            if ready():
+        last = ""
+        while True:
+            ready, last = probe()
+            if ready:
                 return
             for name, pid in self.procs.items():
                 if not _alive(pid):
-                    tail = (self.state / f"{name}.console.log").read_text()[-1500:]
-                    raise ClusterUnavailable(f"{name} (pid {pid}) died while waiting for {what}:\n{tail}")
+                    raise ClusterUnavailable(f"{name} (pid {pid}) died while waiting for {what}; last answer: "
+                                             f"{last}\n{self.log_tails()}")
+            if time.monotonic() - t0 > timeout_s:
+                raise ClusterUnavailable(f"timed out after {timeout_s:.0f} s waiting for {what}; last answer: "
+                                         f"{last}\n{self.log_tails()}")
             time.sleep(0.5)
-        raise ClusterUnavailable(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+    def log_tails(self, lines: int = 12) -> str:
+        """The last lines of every daemon log this cluster writes (for error messages)."""
+        out = []
+        for name in LOGS:
+            path = self.state / name
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
+        return "\n".join(out) or f"(no daemon logs in {self.state})"
 
     def stop(self) -> None:
         """Cancel leftover jobs, then stop exactly the daemons this object started (reverse order)."""
@@ -264,6 +307,19 @@ class Cluster:
             if len(rows) >= n_jobs or time.monotonic() - t0 > timeout_s:
                 return rows
             time.sleep(1.0)
+
+
+def _answers(cmd: list[str], expect: str | None = None):
+    """A probe: ``cmd`` exits 0 (and prints ``expect``); its answer is kept for the error message."""
+    def probe():
+        try:
+            proc = _run(cmd, check=False, timeout=60)
+        except subprocess.TimeoutExpired:
+            return False, f"$ {' '.join(cmd)}: no answer within 60 s"
+        text = (proc.stdout + proc.stderr).strip()
+        ok = proc.returncode == 0 and (expect is None or expect in proc.stdout)
+        return ok, f"$ {' '.join(cmd)}: exit {proc.returncode}: {text[-1500:]}"
+    return probe
 
 
 def _alive(pid: int) -> bool:

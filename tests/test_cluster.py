@@ -115,13 +115,30 @@ def test_light_jobs_go_to_the_serial_partition_without_gpus(rule):
     assert rule in PROFILE["groups"]
 
 
-def test_pw_command_states_tasks_cpus_and_threads_like_the_dft_resources():
-    """Slurm >= 22.05: srun does not inherit --cpus-per-task; pw.x's OpenMP threads must match it."""
-    cmd = shlex.split(KAPPAFLOW_YAML["dft"]["pw_command"])
-    res = PROFILE["set-resources"]["dft"]
-    assert f"--ntasks={res['tasks']}" in cmd and f"--cpus-per-task={res['cpus_per_task']}" in cmd
-    assert f"OMP_NUM_THREADS={res['cpus_per_task']}" in cmd and cmd[cmd.index("env") + 2] == "srun"
+@pytest.mark.parametrize("rule", ["dft", "relax"])
+def test_pwx_launch_is_built_from_the_job_resources(rule):
+    """Slurm >= 22.05: srun does not inherit --cpus-per-task, and pw.x's OpenMP threads must match it.  The
+    launch comes from the job's own resources (`mpi: srun`, tasks, cpus_per_task), not from a config file
+    that a user's --configfile would replace."""
+    res = job_of(rule).resources
     assert res["mpi"] == "srun"
+    assert (cluster.launch_command("pw.x -nk 2", res)
+            == "env OMP_NUM_THREADS=8 srun --ntasks=4 --cpus-per-task=8 pw.x -nk 2")
+    assert (cluster.launch_command("kappaflow-mock-pw --model stillinger-weber-si", res)
+            == "env OMP_NUM_THREADS=8 srun --ntasks=4 --cpus-per-task=8 kappaflow-mock-pw --model stillinger-weber-si")
+    # the launch line of profiles/leonardo/kappaflow.yaml has no launcher of its own
+    assert not {"srun", "mpirun"} & set(shlex.split(KAPPAFLOW_YAML["dft"]["pw_command"]))
+
+
+def test_pwx_launch_without_mpi_resource_or_with_its_own_launcher_is_unchanged():
+    assert cluster.launch_command("pw.x", {"tasks": 4, "cpus_per_task": 8}) == "pw.x"  # local runs
+    res = job_of("dft").resources
+    assert cluster.launch_command("srun -n 2 pw.x", res) == "srun -n 2 pw.x"
+    assert cluster.launch_command("env OMP_NUM_THREADS=2 mpirun -np 2 pw.x", res) == \
+        "env OMP_NUM_THREADS=2 mpirun -np 2 pw.x"
+    assert cluster.launch_command("pw.x", {"mpi": "mpirun", "tasks": 2}) == "mpirun -np 2 pw.x"
+    with pytest.raises(KappaflowError, match="aprun"):
+        cluster.launch_command("pw.x", {"mpi": "aprun", "tasks": 2})
 
 
 def test_throttling_retries_and_no_mpi_job_arrays():
@@ -165,9 +182,9 @@ def test_dryrun_job_stats_parser():
     assert cluster.dryrun_job_counts(text) == {"dft": 12, "cost": 1, "all": 1}
     with pytest.raises(KappaflowError):
         cluster.dryrun_job_counts("Nothing to be done.")
-    bound = cluster.submissions({"dft": 12, "cost": 1, "report": 1, "noise_kappa": 70, "train": 5, "all": 1},
-                                PROFILE)
-    assert bound["dft"] == 12
+    bound = cluster.submissions({"dft": 12, "relax": 1, "relax_input": 1, "structure": 1, "cost": 1, "report": 1,
+                                 "noise_kappa": 70, "train": 5, "all": 1}, PROFILE)
+    assert bound["dft"] == 13  # relax is a pw.x job; relax_input and structure are local rules
     assert bound["other"] == {"group light": 1, "group noise": 2, "train": 5}
 
 

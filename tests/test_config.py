@@ -1,4 +1,6 @@
 """Config: one schema, validated at start-up with one-line errors naming file and reason."""
+import re
+
 import pytest
 
 from kappaflow import config
@@ -36,8 +38,71 @@ def test_unknown_keys_and_wrong_types(cfgdir, override, message):
 
 
 def test_missing_pseudopotential(cfgdir):
+    """`kappaflow validate` checks them; the workflow's start-up, dry runs and the plan do not (the jobs do)."""
     with pytest.raises(InputFileError, match=r"Si.scf.in: pseudopotential for Si not found: /nowhere/Si.pz-vbc.UPF"):
-        config.load("config/config.yaml", {"dft": {"pseudo_dir": "/nowhere"}})
+        config.load("config/config.yaml", {"dft": {"pseudo_dir": "/nowhere"}}, check_pseudopotentials=True)
+    assert config.load("config/config.yaml", {"dft": {"pseudo_dir": "/nowhere"}})["dft"]["pseudo_dir"] == "/nowhere"
+
+
+def test_pwx_job_checks_pseudopotentials_where_pwx_reads_them(tmp_path, monkeypatch):
+    """pw.x reads pseudo_dir relative to its run directory (work/ beside the input), else $ESPRESSO_PSEUDO."""
+    from kappaflow.dft import check_pseudopotentials
+
+    text = (REPO / "config/systems/si/Si.scf.in").read_text()
+    pw_in = tmp_path / "key" / "pw.in"
+    pw_in.parent.mkdir()
+    (tmp_path / "key" / "pp").mkdir()
+    pw_in.write_text(re.sub(r"pseudo_dir\s*=\s*'[^']*'", "pseudo_dir = '../pp'", text))
+    with pytest.raises(InputFileError, match=r"pw.in: pseudopotential for Si not found: .*/key/pp/Si.pz-vbc.UPF"):
+        check_pseudopotentials(pw_in, "pw.x")
+    check_pseudopotentials(pw_in, "kappaflow-mock-pw --model stillinger-weber-si")  # the mock reads none
+    check_pseudopotentials(pw_in, "pw.x", mode=False)
+    (tmp_path / "key" / "pp" / "Si.pz-vbc.UPF").write_text("")
+    check_pseudopotentials(pw_in, "srun pw.x")
+    pw_in.write_text(re.sub(r"pseudo_dir\s*=\s*'[^']*',?", "", text))
+    monkeypatch.setenv("ESPRESSO_PSEUDO", str(tmp_path / "key" / "pp"))
+    check_pseudopotentials(pw_in, "pw.x")
+    monkeypatch.setenv("ESPRESSO_PSEUDO", str(tmp_path))
+    with pytest.raises(InputFileError, match="pw.x not started"):
+        check_pseudopotentials(pw_in, "pw.x")
+
+
+def _user_config(*files):
+    """What Snakemake hands the Snakefile for `--configfile <files>`: config/config.yaml, then the files."""
+    user = {}
+    for path in ("config/config.yaml", *files):
+        user = config.deep_merge(user, yaml.safe_load(open(path)) or {})
+    return user
+
+
+@pytest.mark.parametrize("system", ["ges2", "si"])
+def test_system_file_given_as_configfile_is_the_system(cfgdir, system):
+    """`snakemake --configfile config/systems/ges2.yaml`: that file's own system wins over config.yaml's
+    `system: si`, and its paths stay relative to it."""
+    c = config.resolve(_user_config(f"config/systems/{system}.yaml"))
+    own = yaml.safe_load(open(f"config/systems/{system}.yaml"))
+    assert c["name"] == system
+    assert c["unitcell"] == f"config/systems/{own['unitcell']}"
+    assert c["supercell_template"] == f"config/systems/{own['supercell_template']}"
+    assert c["sow"] == config.resolve({"system": system})["sow"]
+    assert c["dft"]["pw_command"] == "pw.x"  # config/config.yaml still applies
+    # with the mock on top (a later --configfile) and with the same system named explicitly
+    (cfgdir / "mock.yaml").write_text("dft: {pw_command: kappaflow-mock-pw --model ges2-morse}\n")
+    c = config.resolve(config.deep_merge(_user_config(f"config/systems/{system}.yaml", "mock.yaml"),
+                                         {"system": system}))
+    assert c["name"] == system and c["dft"]["pw_command"].startswith("kappaflow-mock-pw")
+
+
+def test_system_file_outside_systems_dir_as_configfile_says_what_to_do(cfgdir):
+    import shutil
+
+    shutil.copytree("config/systems/ges2", "elsewhere/mine")
+    text = open("config/systems/ges2.yaml").read().replace("ges2/", "mine/")
+    open("elsewhere/mine.yaml", "w").write(text)
+    with pytest.raises(ConfigError, match=r"unitcell 'mine/GeS2.scf.in' does not exist .*--config system="):
+        config.resolve(_user_config("elsewhere/mine.yaml"))
+    c = config.resolve(config.deep_merge(_user_config(), {"system": "elsewhere/mine.yaml"}))
+    assert c["name"] == "mine" and c["unitcell"] == "elsewhere/mine/GeS2.scf.in"
 
 
 def test_mock_skips_pseudopotential_check(cfgdir):

@@ -214,7 +214,8 @@ def test_leonardo_profile_dry_run_shows_gpu_resources(workspace):
                            "config/mock/ges2.yaml"], cwd=workspace, env=dict(os.environ, **env),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    blocks = re.findall(r"^rule dft:\n(.*?)\n\n", proc.stdout, re.M | re.S)
+    # a job's block runs to the next job's time stamp line (no blank line between jobs without printshellcmds)
+    blocks = re.findall(r"^rule dft:\n(.*?)(?=^\[|^\s*$|\Z)", proc.stdout, re.M | re.S)
     assert len(blocks) == 276
     for needle in ("slurm_partition=boost_usr_prod", "nodes=1", "tasks=4", "cpus_per_task=8", "gres=gpu:4",
                    "tasks_per_gpu=1",

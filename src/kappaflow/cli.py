@@ -12,7 +12,7 @@ from kappaflow.errors import KappaflowError
 def _validate(args):
     from kappaflow import config
 
-    cfg = config.load(args.configfile)
+    cfg = config.load(args.configfile, check_pseudopotentials=True)  # ready for a real run
     print(json.dumps(cfg, indent=1) if args.show else f"{args.configfile}: valid (system {cfg['name']})")
 
 

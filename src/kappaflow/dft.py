@@ -426,3 +426,31 @@ def write_cost_table(path, rows: list[dict]) -> dict:
     return {"n_runs": len(rows), "wall_time_s": sum(r["wall_time_s"] for r in rows),
             "node_hours": sum(r["node_hours"] for r in rows),
             "core_hours": sum(r["core_hours"] for r in rows)}
+
+
+def check_pseudopotentials(input_path, pw_command: str, mode="auto", run_dir=None) -> None:
+    """Before pw.x starts: every ATOMIC_SPECIES file of ``input_path`` exists where pw.x will read it.
+
+    pw.x reads ``pseudo_dir`` of the input (relative to its run directory ``run_dir``, by default
+    ``work/`` beside the input, where :func:`run_pw` starts it), or ``$ESPRESSO_PSEUDO``, or
+    ``~/espresso/pseudo``.  ``mode`` is ``dft.check_pseudopotentials``: ``auto`` skips the mock, which
+    reads none.  A dry run and the plan never get here, so they need no pseudopotential files.
+    """
+    from kappaflow.errors import InputFileError
+
+    if mode is False or (mode == "auto" and is_mock_command(pw_command)):
+        return
+    input_path = Path(input_path)
+    pw = read_pw_input(input_path)
+    run_dir = Path(run_dir) if run_dir is not None else input_path.parent / "work"
+    given = pw.get("control", "pseudo_dir", None)
+    if given is not None:
+        # lexically: the run directory is made only when pw.x starts
+        pseudo_dir = Path(os.path.normpath(run_dir / os.path.expanduser(str(given))))
+    else:
+        pseudo_dir = Path(os.environ.get("ESPRESSO_PSEUDO") or Path.home() / "espresso" / "pseudo")
+    for sp in pw.species:
+        path = pseudo_dir / sp.pseudopotential
+        if not path.is_file():
+            raise InputFileError(input_path, f"pseudopotential for {sp.symbol} not found: {path} "
+                                 "(set dft.pseudo_dir in the config, or fix ATOMIC_SPECIES); pw.x not started")

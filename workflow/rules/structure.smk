@@ -1,4 +1,14 @@
+# Parsing a pw.x input and writing a JSON take a second: Snakemake runs these itself, also under the SLURM
+# profile (no submission, no queue wait).  On a cluster they could not be grouped either: relax, between
+# them, needs a GPU node and a group must hold every job between two of its members (docs/cluster.md).
+localrules:
+    structure,
+
+
 if config["relax"]["enabled"]:
+
+    localrules:
+        relax_input,
 
     rule relax_input:
         conda:
