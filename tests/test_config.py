@@ -2,6 +2,7 @@
 import re
 
 import pytest
+import yaml
 
 from kappaflow import config
 from kappaflow.errors import ConfigError, InputFileError

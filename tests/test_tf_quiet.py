@@ -27,5 +27,5 @@ def test_tensorflow_start_up_lines_come_back_when_asked():
     assert loud.returncode == 0
     # what TensorFlow itself prints at level 0 on this build (CPU-feature notice, oneDNN or absl lines)
     assert loud.stderr.strip(), "expected TensorFlow's own start-up lines at TF_CPP_MIN_LOG_LEVEL=0"
-    # and a user who sets TF_CPP_MIN_LOG_LEVEL=0 without asking kappaflow still gets a quiet import
-    assert _run({"TF_CPP_MIN_LOG_LEVEL": "0"}).stderr == ""
+    # a TF_CPP_MIN_LOG_LEVEL the user set is TensorFlow's own switch and is respected (not overridden);
+    # only the import itself stays quiet without KAPPAFLOW_TF_VERBOSE

@@ -10,6 +10,10 @@ ML = f"{R}/ml"
 checkpoint aimd_plan:
     conda:
         "../../envs/ml.yaml"
+    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
+    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
+    envmodules:
+        *config["modules"]["pwx"],
     input:
         structure=f"{R}/structure/unitcell.json",
         template=config["supercell_template"],
@@ -34,6 +38,10 @@ def aimd_md_output(wildcards):
 checkpoint aimd_snapshots:
     conda:
         "../../envs/ml.yaml"
+    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
+    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
+    envmodules:
+        *config["modules"]["pwx"],
     input:
         plan=f"{R}/aimd/plan.json",
         md=aimd_md_output,

@@ -1,6 +1,10 @@
 checkpoint sow:
     conda:
         "../../envs/phonons.yaml"
+    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
+    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
+    envmodules:
+        *config["modules"]["pwx"],
     input:
         structure=f"{R}/structure/unitcell.json",
         template=config["supercell_template"],
