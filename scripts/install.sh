@@ -37,4 +37,4 @@ fi
 echo "[install] pip (into $VENV): kappaflow and its dependencies"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,ml]"
-TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c "import kappaflow, phono3py, spglib, snakemake, tensorflow; print('[install] kappaflow', kappaflow.__version__, '| phono3py', phono3py.__version__, '| tensorflow', tensorflow.__version__)"
+"$VENV/bin/python" -c "import kappaflow, phono3py, spglib, snakemake; from kappaflow.ml.tfimport import import_tensorflow; tf = import_tensorflow(); print('[install] kappaflow', kappaflow.__version__, '| phono3py', phono3py.__version__, '| tensorflow', tf.__version__)"

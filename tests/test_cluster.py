@@ -16,8 +16,9 @@ import yaml
 from conftest import REPO, run_snakemake
 from kappaflow import cluster
 from kappaflow.errors import KappaflowError
+import _submissions
 
-PROFILE = cluster.load_profile(REPO / "profiles/leonardo")
+PROFILE = _submissions.load_profile(REPO / "profiles/leonardo")
 KAPPAFLOW_YAML = yaml.safe_load((REPO / "profiles/leonardo/kappaflow.yaml").read_text())
 
 
@@ -179,10 +180,10 @@ def test_profile_is_found_by_name_from_the_repository_root(monkeypatch):
 def test_dryrun_job_stats_parser():
     text = ("Job stats:\njob      count\n-----  -------\ndft        12\ncost        1\nall         1\n"
             "total      14\n\nReasons:\n")
-    assert cluster.dryrun_job_counts(text) == {"dft": 12, "cost": 1, "all": 1}
+    assert _submissions.dryrun_job_counts(text) == {"dft": 12, "cost": 1, "all": 1}
     with pytest.raises(KappaflowError):
-        cluster.dryrun_job_counts("Nothing to be done.")
-    bound = cluster.submissions({"dft": 12, "relax": 1, "relax_input": 1, "structure": 1, "cost": 1, "report": 1,
+        _submissions.dryrun_job_counts("Nothing to be done.")
+    bound = _submissions.submissions({"dft": 12, "relax": 1, "relax_input": 1, "structure": 1, "cost": 1, "report": 1,
                                  "noise_kappa": 70, "train": 5, "all": 1}, PROFILE)
     assert bound["dft"] == 13  # relax is a pw.x job; relax_input and structure are local rules
     assert bound["other"] == {"group light": 1, "group noise": 2, "train": 5}
@@ -202,8 +203,8 @@ def test_ges2_submissions_do_not_grow_with_the_number_of_supercells(workspace):
         run_snakemake(workspace, "results/ges2/sow/manifest.json", "--configfile", *cfg)
         proc = run_snakemake(workspace, "all", "ablation", "noise_study", "-n", "--profile", "leonardo",
                              "--configfile", "config/config.yaml", "profiles/leonardo/kappaflow.yaml", *cfg)
-        counts = cluster.dryrun_job_counts(proc.stdout + proc.stderr)
-        bound = cluster.submissions(counts, cluster.load_profile(workspace / "leonardo"))
+        counts = _submissions.dryrun_job_counts(proc.stdout + proc.stderr)
+        bound = _submissions.submissions(counts, _submissions.load_profile(workspace / "leonardo"))
         totals[shells] = (counts["dft"], bound["non_dft_total"])
         shutil.rmtree(workspace / "results/ges2/sow")
     (n_dft_2, other_2), (n_dft_3, other_3) = totals[2], totals[3]

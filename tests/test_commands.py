@@ -16,6 +16,7 @@ import yaml
 from conftest import REPO, copy_workflow, run_snakemake
 from kappaflow import cluster
 from test_cluster import _Job, options, sbatch_call
+import _submissions
 
 PROFILES = {"local": "profiles/local", "ci": "profiles/ci", "leonardo": "leonardo"}  # as the docs type them
 CONFIGS = sorted(str(p.relative_to(REPO)) for d in ("config", "config/mock", "config/systems")
@@ -57,7 +58,7 @@ def expected_name(config_path: Path) -> str:
 def test_dry_run_of_every_shipped_config_with_every_profile(checkout, profile, configfile):
     proc, text = typed(checkout, "-n", "--profile", PROFILES[profile], "--configfile", configfile)
     assert proc.returncode == 0, text[-5000:]
-    counts = cluster.dryrun_job_counts(text)
+    counts = _submissions.dryrun_job_counts(text)
     name = expected_name(REPO / configfile)
     assert f"results/{name}/" in text, (name, text[-3000:])
     data = yaml.safe_load((REPO / "config/systems" / f"{name}.yaml").read_text())
@@ -121,7 +122,7 @@ def test_leonardo_sends_every_pwx_job_to_the_booster_partition_with_four_gpus(tm
     proc, text = typed(work, *command)
     assert proc.returncode == 0, text[-5000:]
     dft = [j for j in job_blocks(text) if j["rule"] == "dft"]
-    assert len(dft) == cluster.dryrun_job_counts(text)["dft"] > 0
+    assert len(dft) == _submissions.dryrun_job_counts(text)["dft"] > 0
     for job in dft:
         assert_booster_node_with_four_gpus(job)
 

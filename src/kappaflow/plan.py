@@ -31,6 +31,7 @@ from kappaflow.plotting import save_figure
 import numpy as np
 
 from kappaflow.errors import ConfigError, InputFileError
+from kappaflow.fitsize import free_parameters  # noqa: F401  (re-exported)
 
 MB = 2.0**20
 FLOAT64 = 8
@@ -322,44 +323,6 @@ def mem_mb_estimate(config: dict, stage: str, supercell=None, mesh=None) -> int:
 
 
 # --- free parameters ------------------------------------------------------------------------------
-_BASIS_CACHE: dict = {}
-
-
-def free_parameters(unitcell, supercell, cutoff_ang: float | None, mode: str = "exact",
-                    symprec: float = 1e-5) -> dict:
-    """Number of independent FC2 and FC3 parameters (symfc basis sizes, translational sum rule
-    applied) for the supercell and an FC3 cutoff in Å (None: all triplets).  ``mode`` estimate uses
-    symfc's cheaper estimate_basis_size (without the sum rule), off returns NaN."""
-    if mode == "off":
-        return {"fc2": float("nan"), "fc3": float("nan"), "fc3_basis_bytes": 0.0}
-    from phonopy.structure.cells import get_supercell
-    from symfc import Symfc
-    from symfc.utils.utils import SymfcAtoms
-
-    from kappaflow.sow import supercell_matrix_3x3
-    from kappaflow.structure import to_phonopy
-
-    m = supercell_matrix_3x3(supercell)
-    cache_key = (unitcell.get_scaled_positions().round(8).tobytes(), m.tobytes(),
-                 None if cutoff_ang is None else round(float(cutoff_ang), 8), mode)
-    if cache_key in _BASIS_CACHE:
-        return _BASIS_CACHE[cache_key]
-    sc = get_supercell(to_phonopy(unitcell), m)
-    atoms = SymfcAtoms(cell=np.asarray(sc.cell), scaled_positions=np.asarray(sc.scaled_positions),
-                       numbers=np.asarray(sc.numbers))
-    symfc = Symfc(atoms, cutoff=None if cutoff_ang is None else {3: float(cutoff_ang)}, symprec=symprec,
-                  log_level=0)
-    if mode == "estimate":
-        est = symfc.estimate_basis_size(orders=[2, 3])
-        out = {"fc2": int(est[2]), "fc3": int(est[3]), "fc3_basis_bytes": 0.0}
-    else:
-        symfc.compute_basis_set(orders=[2, 3])
-        b2, b3 = symfc.basis_set[2].basis_set, symfc.basis_set[3].basis_set
-        out = {"fc2": int(b2.shape[1]), "fc3": int(b3.shape[1]), "fc3_basis_bytes": float(b3.nbytes)}
-    _BASIS_CACHE[cache_key] = out
-    return out
-
-
 # --- the plan --------------------------------------------------------------------------------------
 def plan_structure(cfg: dict):
     """The structure the sow would use: results/<name>/structure/unitcell.json when it exists (relaxed),
@@ -440,7 +403,7 @@ def plan_one(cfg: dict, cand: Candidate, unitcell, cost: CostModel, k_points: in
              store_dir=None, basis_mode: str = "exact", engine=None) -> dict:
     from kappaflow import sow
     from kappaflow.bte import temperatures_from_config
-    from kappaflow.reap import independent_force_equations
+    from kappaflow.fitsize import independent_force_equations
     from kappaflow.steps import pw_overrides_for_supercells, sow_settings
 
     t0 = time.perf_counter()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kappaflow.errors import KappaflowError
+from kappaflow.fitsize import independent_force_equations, underdetermined_message  # noqa: F401
 from kappaflow.qe.pwout import read_pw_output
 
 log = logging.getLogger(__name__)
@@ -173,23 +174,6 @@ def fc3_cutoff_of(manifest: dict) -> float | None:
     else the systematic pair cutoff; None: all triplets."""
     value = manifest.get("fc3_cutoff_ang", manifest.get("pair_cutoff_ang"))
     return None if value is None else float(value)
-
-
-def independent_force_equations(n_supercells: int, n_atoms: int) -> int:
-    """Force components of the supercells that a translation-invariant model can fit independently:
-    3N - 3 per supercell (the forces of a model obeying the sum rule add up to zero)."""
-    return int(n_supercells) * (3 * int(n_atoms) - 3)
-
-
-def underdetermined_message(n_parameters: int, n_fc2: int, n_fc3: int, cutoff_ang, n_supercells: int,
-                            n_atoms: int, what: str) -> str:
-    cutoff = "no FC3 cutoff" if cutoff_ang is None else f"FC3 cutoff {float(cutoff_ang):.4f} Å"
-    return (f"{what}: {n_parameters} free force-constant parameters (FC2 {n_fc2} + FC3 {n_fc3}, {cutoff}) "
-            f"but {n_supercells} supercells of {n_atoms} atoms give only "
-            f"{independent_force_equations(n_supercells, n_atoms)} independent force equations "
-            f"(3N - 3 each): the fit is underdetermined and its κ would be meaningless. Use at least "
-            f"{-(-n_parameters // (3 * n_atoms - 3))} supercells, or a (smaller) cutoff "
-            "(sow.neighbour_shells / sow.pair_cutoff_ang)")
 
 
 def _symfc_supercell(ph3):

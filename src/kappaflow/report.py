@@ -96,7 +96,7 @@ def make_report(kappa_csv, disp_yaml, fc2_path, out: dict, title: str, band_poin
     result = read_kappa_csv(kappa_csv)
     plot_kappa(result, out["kappa_linear"], title=title)
     plot_kappa(result, out["kappa_log"], title=title, log_scale=True)
-    from kappaflow.steps import load_phono3py
+    from kappaflow.sow import load_phono3py
 
     ph3 = load_phono3py(disp_yaml)
     fc2 = read_fc2_from_hdf5(filename=str(fc2_path))

@@ -32,7 +32,7 @@ from ase import Atoms
 from kappaflow.engine import IDENTITY_FILE, Engine, identity, key_header
 from kappaflow.errors import ConfigError
 from kappaflow.qe.pwin import PwInput, check_template, fill_template, parse_pw_input
-from kappaflow.structure import from_phonopy, labels_of, to_phonopy
+from kappaflow.structure import from_phonopy, labels_of, supercell_matrix_3x3, to_phonopy  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,6 @@ class SowSettings:
     fc2_supercell_matrix: list | None = None
     subtract_residual_forces: bool = True
     symprec: float = 1e-5
-
-
-def supercell_matrix_3x3(value) -> np.ndarray:
-    m = np.array(value, dtype=int)
-    if m.shape == (3,):
-        m = np.diag(m)
-    if m.shape != (3, 3) or round(abs(np.linalg.det(m))) < 1:
-        raise ConfigError(f"supercell must be 3 integers or a 3x3 integer matrix with det > 0, got {value}")
-    return m
 
 
 def make_phono3py(unitcell: Atoms, settings: SowSettings, log_level: int = 0):
@@ -123,10 +114,9 @@ def fc3_cutoff_ang(unitcell: Atoms, settings: SowSettings) -> float | None:
 
 def check_random_set_determined(unitcell: Atoms, settings: SowSettings) -> dict:
     """Refuse a random set that cannot determine its fit: ``n_random × (3N − 3)`` independent force
-    equations against symfc's FC2 + FC3 basis size at the set's cutoff (:func:`kappaflow.plan.free_parameters`,
+    equations against symfc's FC2 + FC3 basis size at the set's cutoff (:func:`kappaflow.fitsize.free_parameters`,
     the exact count).  Returns the counts; raises :class:`ConfigError` naming them."""
-    from kappaflow.plan import free_parameters
-    from kappaflow.reap import independent_force_equations, underdetermined_message
+    from kappaflow.fitsize import free_parameters, independent_force_equations, underdetermined_message
 
     cutoff = fc3_cutoff_ang(unitcell, settings)
     n_atoms = len(unitcell) * round(abs(np.linalg.det(supercell_matrix_3x3(settings.supercell_matrix))))
@@ -289,3 +279,11 @@ def write_manifest(path, manifest: dict) -> None:
 
 def read_manifest(path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def load_phono3py(disp_yaml_path, log_level: int = 0):
+    """The sow's phono3py_disp.yaml as a Phono3py object (unit cell as primitive; no force constants)."""
+    import phono3py
+
+    return phono3py.load(str(disp_yaml_path), primitive_matrix=np.eye(3).tolist(), produce_fc=False,
+                         log_level=log_level)

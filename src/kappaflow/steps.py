@@ -21,6 +21,7 @@ from kappaflow.errors import KappaflowError
 from kappaflow.logs import LOG_FILES, progress  # noqa: F401  (re-exported: scripts and the CLI use them)
 from kappaflow.qe.pwin import read_pw_input
 from kappaflow.qe.pwout import read_pw_output
+from kappaflow.sow import load_phono3py  # noqa: F401  (re-exported)
 from kappaflow.structure import read_structure, write_structure
 
 log = logging.getLogger("kappaflow")
@@ -141,13 +142,6 @@ def run_cost(manifest_path, store_dir, dft_cfg: dict, table_path, summary_path) 
 
 
 # --- reap ---------------------------------------------------------------------------------------
-def load_phono3py(disp_yaml_path, log_level: int = 0):
-    import phono3py
-
-    return phono3py.load(str(disp_yaml_path), primitive_matrix=np.eye(3).tolist(), produce_fc=False,
-                         log_level=log_level)
-
-
 def mapped_forces(manifest: dict, store_dir, disp_yaml_path, reap_cfg: dict, ph3=None):
     """Every force set of ``manifest``, mapped by position onto the supercell phono3py_disp.yaml expects
     (reap.atom_map_tolerance_ang), after the SCF accuracy check (reap.max_scf_correction_ev_per_ang): the

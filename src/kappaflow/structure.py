@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms
 from phonopy.structure.atoms import PhonopyAtoms
 
-from kappaflow.errors import InputFileError
+from kappaflow.errors import ConfigError, InputFileError
 
 
 def labels_of(atoms: Atoms) -> list[str]:
@@ -80,3 +80,12 @@ def from_phonopy(cell: PhonopyAtoms, labels: list[str] | None = None) -> Atoms:
     if labels is not None:
         atoms.set_array("qe_labels", np.array(labels, dtype=object))
     return atoms
+
+
+def supercell_matrix_3x3(value) -> np.ndarray:
+    m = np.array(value, dtype=int)
+    if m.shape == (3,):
+        m = np.diag(m)
+    if m.shape != (3, 3) or round(abs(np.linalg.det(m))) < 1:
+        raise ConfigError(f"supercell must be 3 integers or a 3x3 integer matrix with det > 0, got {value}")
+    return m

@@ -64,10 +64,6 @@ def ang_to_nm(length_ang):
     return np.asarray(length_ang, dtype=np.float64) / NM_ANG
 
 
-def nm_to_ang(length_nm):
-    return np.asarray(length_nm, dtype=np.float64) * NM_ANG
-
-
 def ry_per_bohr_to_ev_per_ang(force):
     return np.asarray(force, dtype=np.float64) * RY_PER_BOHR_TO_EV_PER_ANG
 

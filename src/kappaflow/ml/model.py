@@ -826,25 +826,8 @@ def evaluate_records(model: NetworkPotential, records: Sequence[dict], max_atoms
             "force_rmse_mev_per_ang": 1000.0 * float(np.sqrt(np.mean((F - data.forces) ** 2)))}
 
 
-def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | None, params: MBPParameters,
-                settings: TrainSettings | None = None, out_dir=".", progress: Callable[[str], None] | None = None,
-                ) -> dict:
-    """Train one network potential; write ``metrics.csv``, ``model.npz`` and ``model.json`` to ``out_dir``.
-
-    ``train_records``/``val_records`` are record dicts (:mod:`kappaflow.ml.tfrecords`); a record may
-    carry an optional ``loss_weight`` (default 1) multiplying its energy and force terms in the loss.
-    ``val_records`` may be empty or None (the best checkpoint is then chosen by the training force
-    RMSE).  ``progress(line)`` is called every ``settings.progress_every`` epochs.  Returns a summary
-    dict: best_epoch, best_metrics, final_metrics, selected_on, epochs, wall_s, n_train, n_val,
-    model_dir.
-    """
-    settings = settings or TrainSettings()
-    if not isinstance(params, MBPParameters):
-        raise TypeError("params must be MBPParameters")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_records = list(train_records)
-    val_records = list(val_records or [])
+def _training_sets(train_records, val_records, params: MBPParameters):
+    """Packed training and validation sets (validation may be None); keys must not be in both."""
     train = _pack(train_records, params)
     if train is None:
         raise ValueError("train_model: no training records")
@@ -853,25 +836,33 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
         clash = {r["key"] for r in train_records} & {r["key"] for r in val_records}
         if clash:
             raise ValueError(f"train_model: keys in both training and validation sets: {sorted(clash)[:5]}")
+    return train, val
 
-    tf = _import_tf()
-    tf.keras.utils.set_random_seed(settings.seed)
-    tf.config.experimental.enable_op_determinism()
-    f64 = tf.float64
 
-    S, g = params.n_species, params.g_size
-    net_settings = settings.network
-    sizes = (g,) + net_settings.hidden_layers + (1,)
-    rng = np.random.default_rng(settings.seed)
-    g_mean, g_std = _normalisation(train, S, g, settings)
-    offsets = _energy_offsets(train, S, settings)
+def _energy_scale(train: "_Data", offsets: np.ndarray) -> float:
+    """The network output scale: the RMS force of the training set (eV/Å), or, without forces, the
+    spread of the per-atom energies left after the offsets."""
     force_rms = float(np.sqrt(np.mean(train.forces ** 2)))
     if force_rms > 1e-8:
-        scale = force_rms
-    else:
-        resid = (train.energy - train.counts @ offsets) / train.n_atoms
-        scale = float(resid.std()) if resid.std() > 1e-8 else 1.0
-    net = _TFNetwork(tf, params, net_settings, _init_weights(rng, sizes, S), g_mean, g_std, offsets, scale)
+        return force_rms
+    resid = (train.energy - train.counts @ offsets) / train.n_atoms
+    return float(resid.std()) if resid.std() > 1e-8 else 1.0
+
+
+def _gather_batch(tf, data: "_Data", data_t, structs):
+    """One mini-batch as contiguous tensors (gathered when the batches are drawn, not at every step:
+    the gather of dG/dR costs several times the step itself for large cells)."""
+    atom_idx, pair_idx, pi, pk, seg = (tf.constant(x) for x in _batch_indices(data, structs))
+    st = tf.constant(np.asarray(structs, np.int64))
+    G_all, sp_all, dG_all, F_all, E_all, n_all, w_all = data_t
+    return (tf.gather(G_all, atom_idx), tf.gather(sp_all, atom_idx), tf.gather(dG_all, pair_idx), pi, pk, seg,
+            tf.constant(len(structs), tf.int64), tf.gather(E_all, st), tf.gather(n_all, st),
+            tf.gather(F_all, atom_idx), tf.gather(w_all, st))
+
+
+def _adam_train_step(tf, net: "_TFNetwork", settings: "TrainSettings"):
+    """The compiled training step: weighted energy + force loss, one Adam update (float64)."""
+    f64 = tf.float64
     flat_vars = net.flat_variables
     adam_m = [tf.Variable(tf.zeros_like(v)) for v in flat_vars]
     adam_v = [tf.Variable(tf.zeros_like(v)) for v in flat_vars]
@@ -880,22 +871,6 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
     c_beta1, c_beta2 = tf.constant(beta1, f64), tf.constant(beta2, f64)
     w_e, w_f = settings.energy_weight, settings.force_weight
     per_atom_loss = settings.energy_loss == "per_atom"
-
-    # Training and validation sets live in TensorFlow.  Mini-batches are gathered into contiguous
-    # tensors when the batches are (re)drawn, every ``reshuffle_every`` epochs, instead of at every
-    # step: the gather of dG/dR costs several times the step itself for large cells.
-    train_t = _tf_data(tf, train)
-    val_t = _tf_data(tf, val)
-    i64 = tf.int64
-
-    def gather_batch(data: _Data, data_t, structs):
-        atom_idx, pair_idx, pi, pk, seg = (tf.constant(x) for x in _batch_indices(data, structs))
-        st = tf.constant(np.asarray(structs, np.int64))
-        G_all, sp_all, dG_all, F_all, E_all, n_all, w_all = data_t
-        return (tf.gather(G_all, atom_idx), tf.gather(sp_all, atom_idx), tf.gather(dG_all, pair_idx), pi, pk, seg,
-                tf.constant(len(structs), i64), tf.gather(E_all, st), tf.gather(n_all, st),
-                tf.gather(F_all, atom_idx), tf.gather(w_all, st))
-
     sig = net.signature + [tf.TensorSpec([None], f64), tf.TensorSpec([None], f64),
                            tf.TensorSpec([None, 3], f64), tf.TensorSpec([None], f64), tf.TensorSpec([], f64)]
 
@@ -919,23 +894,71 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
             v.assign_sub(lr_t * m / (tf.sqrt(s2) + eps))
         return loss
 
-    def metrics(batches, n_structures):
-        """Energy (meV/atom) and force (meV/Å) RMSE over gathered batches."""
-        if not batches:
-            return None, None
-        se_e, se_f, n_f = 0.0, 0.0, 0
-        for t in batches:
-            E, F = net.evaluate(*t[:7])
-            dE = (E.numpy() - t[7].numpy()) / t[8].numpy()
-            se_e += float(np.sum(dE * dE))
-            dF = F.numpy() - t[9].numpy()
-            se_f += float(np.sum(dF * dF))
-            n_f += dF.size
-        return 1000.0 * math.sqrt(se_e / n_structures), 1000.0 * math.sqrt(se_f / n_f)
+    return train_step
 
-    val_batches = [gather_batch(val, val_t, b) for b in _eval_batches(val)] if val is not None else []
-    val_t = None
 
+def _rmse_mev(net: "_TFNetwork", batches, n_structures):
+    """Energy (meV/atom) and force (meV/Å) RMSE over gathered batches; (None, None) without batches."""
+    if not batches:
+        return None, None
+    se_e, se_f, n_f = 0.0, 0.0, 0
+    for t in batches:
+        E, F = net.evaluate(*t[:7])
+        dE = (E.numpy() - t[7].numpy()) / t[8].numpy()
+        se_e += float(np.sum(dE * dE))
+        dF = F.numpy() - t[9].numpy()
+        se_f += float(np.sum(dF * dF))
+        n_f += dF.size
+    return 1000.0 * math.sqrt(se_e / n_structures), 1000.0 * math.sqrt(se_f / n_f)
+
+
+def _metrics_line(row: dict) -> list:
+    return ["" if row[c] is None else (f"{row[c]:.17g}" if isinstance(row[c], float) else row[c])
+            for c in METRICS_COLUMNS]
+
+
+def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | None, params: MBPParameters,
+                settings: TrainSettings | None = None, out_dir=".", progress: Callable[[str], None] | None = None,
+                ) -> dict:
+    """Train one network potential; write ``metrics.csv``, ``model.npz`` and ``model.json`` to ``out_dir``.
+
+    ``train_records``/``val_records`` are record dicts (:mod:`kappaflow.ml.tfrecords`); a record may
+    carry an optional ``loss_weight`` (default 1) multiplying its energy and force terms in the loss.
+    ``val_records`` may be empty or None (the best checkpoint is then chosen by the training force
+    RMSE).  ``progress(line)`` is called every ``settings.progress_every`` epochs.  Returns a summary
+    dict: best_epoch, best_metrics, final_metrics, selected_on, epochs, wall_s, n_train, n_val,
+    model_dir.
+    """
+    settings = settings or TrainSettings()
+    if not isinstance(params, MBPParameters):
+        raise TypeError("params must be MBPParameters")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_records = list(train_records)
+    val_records = list(val_records or [])
+    train, val = _training_sets(train_records, val_records, params)
+
+    tf = _import_tf()
+    tf.keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+    f64 = tf.float64
+
+    S, g = params.n_species, params.g_size
+    net_settings = settings.network
+    sizes = (g,) + net_settings.hidden_layers + (1,)
+    rng = np.random.default_rng(settings.seed)
+    g_mean, g_std = _normalisation(train, S, g, settings)
+    offsets = _energy_offsets(train, S, settings)
+    scale = _energy_scale(train, offsets)
+    net = _TFNetwork(tf, params, net_settings, _init_weights(rng, sizes, S), g_mean, g_std, offsets, scale)
+    train_step = _adam_train_step(tf, net, settings)
+
+    # Training and validation sets live in TensorFlow; mini-batches are gathered every
+    # ``reshuffle_every`` epochs (_gather_batch).
+    train_t = _tf_data(tf, train)
+    val_batches = ([_gather_batch(tf, val, _tf_data(tf, val), b) for b in _eval_batches(val)]
+                   if val is not None else [])
+    n_val = 0 if val is None else val.n_structures
     base_meta = {
         "format": MODEL_FORMAT,
         "species": list(params.species),
@@ -949,7 +972,7 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
         "seed": settings.seed,
         "settings": settings.to_dict(),
         "n_train": train.n_structures,
-        "n_val": 0 if val is None else val.n_structures,
+        "n_val": n_val,
         "train_keys": [r["key"] for r in train_records],
         "val_keys": [r["key"] for r in val_records],
     }
@@ -958,13 +981,12 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
         save_model(NetworkPotential(params, net_settings, net.weights_numpy(), g_mean, g_std, offsets, scale,
                                     meta), out_dir)
 
-    metrics_path = out_dir / METRICS_CSV
     best = {"force": math.inf, "epoch": None, "row": None}
     t0 = time.perf_counter()
     select_on = "val" if val is not None else "train"
     n_batches = -(-train.n_structures // settings.batch_size)
     last_row = None
-    with open(metrics_path, "w", newline="") as fh:
+    with open(out_dir / METRICS_CSV, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(METRICS_COLUMNS)
         fh.flush()
@@ -975,7 +997,7 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
                 order = rng.permutation(train.n_structures)
                 batches = None   # release the previous batches before gathering new ones
                 bs = settings.batch_size
-                batches = [gather_batch(train, train_t, order[b * bs:(b + 1) * bs]) for b in range(n_batches)]
+                batches = [_gather_batch(tf, train, train_t, order[b * bs:(b + 1) * bs]) for b in range(n_batches)]
                 batch_order = range(n_batches)
             else:
                 batch_order = rng.permutation(n_batches)
@@ -984,14 +1006,13 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
             last = epoch == settings.epochs - 1
             if not ((epoch + 1) % settings.eval_every == 0 or last):
                 continue
-            tr_e, tr_f = metrics(batches, train.n_structures)
-            va_e, va_f = metrics(val_batches, 0 if val is None else val.n_structures)
+            tr_e, tr_f = _rmse_mev(net, batches, train.n_structures)
+            va_e, va_f = _rmse_mev(net, val_batches, n_val)
             wall = time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_energy_rmse_mev_per_atom": tr_e,
                    "train_force_rmse_mev_per_ang": tr_f, "val_energy_rmse_mev_per_atom": va_e,
                    "val_force_rmse_mev_per_ang": va_f, "learning_rate": lr, "wall_s": wall}
-            writer.writerow(["" if row[c] is None else (f"{row[c]:.17g}" if isinstance(row[c], float)
-                                                        else row[c]) for c in METRICS_COLUMNS])
+            writer.writerow(_metrics_line(row))
             fh.flush()
             last_row = row
             score = va_f if val is not None else tr_f
@@ -1015,5 +1036,4 @@ def train_model(train_records: Sequence[dict], val_records: Sequence[dict] | Non
     save_model(model, out_dir)
     return {"best_epoch": best["epoch"], "best_metrics": best["row"], "final_metrics": last_row,
             "selected_on": select_on, "epochs": settings.epochs, "wall_s": wall,
-            "n_train": train.n_structures, "n_val": 0 if val is None else val.n_structures,
-            "model_dir": str(out_dir)}
+            "n_train": train.n_structures, "n_val": n_val, "model_dir": str(out_dir)}

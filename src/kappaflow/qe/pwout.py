@@ -240,40 +240,71 @@ def _next_frame(frames: list[PwFrame], frame: PwFrame) -> PwFrame:
 def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bool = True) -> PwRun:
     """Parse a finished pw.x output, raising PwOutputError for anything unusable."""
     path = Path(path)
-    spath = str(path)
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise PwOutputError(spath, f"cannot read pw.x output ({exc.strerror})") from None
+        raise PwOutputError(str(path), f"cannot read pw.x output ({exc.strerror})") from None
     if not text.strip():
-        raise PwOutputError(spath, "empty pw.x output (the run did not start or was killed)")
-    lines = text.splitlines()
+        raise PwOutputError(str(path), "empty pw.x output (the run did not start or was killed)")
+    return _PwOutputReader(str(path), text.splitlines(), expected_n_atoms).read(require_forces)
 
-    n_atoms = None
-    version = "unknown"
-    n_proc = 1
-    wall = None
-    alat_ang = None
-    job_done = False
-    frames: list[PwFrame] = []
-    frame = PwFrame()
-    final_cell = final_pos = final_symbols = None
-    header_cell = site_pos = site_syms = site_lines = None
-    pseudos: dict[str, tuple[str, str | None]] = {}
-    pseudo_lines: dict[str, int] = {}
-    mock_version = None
-    bfgs_reset_stop_line = None  # 'history already reset ...: stopping' since the last SCF energy
-    bfgs_errors: dict[str, str] = {}
-    nstep = None
-    i = 0
-    while i < len(lines):
-        line = lines[i]
+
+class _PwOutputReader:
+    """One pass over a pw.x output: each block kind has its own method, which returns the index of the
+    next line to look at; the run's state lives on the reader until :meth:`result` checks it."""
+
+    def __init__(self, path: str, lines: list[str], expected_n_atoms: int | None):
+        self.path, self.lines, self.expected_n_atoms = path, lines, expected_n_atoms
+        self.n_atoms = None
+        self.version = "unknown"
+        self.mock_version = None
+        self.n_proc = 1
+        self.wall = None
+        self.alat_ang = None
+        self.job_done = False
+        self.frames: list[PwFrame] = []
+        self.frame = PwFrame()
+        self.final_cell = self.final_pos = self.final_symbols = None
+        self.header_cell = self.site_pos = self.site_syms = self.site_lines = None
+        self.pseudos: dict[str, tuple[str, str | None]] = {}
+        self.pseudo_lines: dict[str, int] = {}
+        self.bfgs_reset_stop_line = None  # 'history already reset ...: stopping' since the last SCF energy
+        self.bfgs_errors: dict[str, str] = {}
+        self.nstep = None
+
+    def read(self, require_forces: bool) -> PwRun:
+        i = 0
+        while i < len(self.lines):
+            i = self.step(i)
+        return self.result(require_forces)
+
+    def fail(self, reason: str, lineno: int | None = None):
+        raise PwOutputError(self.path, reason, lineno)
+
+    # -- dispatch ------------------------------------------------------------------------------------
+    def step(self, i: int) -> int:
+        line = self.lines[i]
         s = line.strip()
+        for handler in (self.header, self.structure_block, self.scf_and_bfgs, self.results_block):
+            nxt = handler(i, line, s)
+            if nxt is not None:
+                return nxt
+        if s.startswith("PWSCF") and "WALL" in s:
+            m = _WALL.match(line)
+            if m:
+                self.wall = parse_wall_time(m.group(1))
+        elif s == "JOB DONE.":
+            self.job_done = True
+        return i + 1
+
+    # -- header: program, pseudopotentials, cell size ----------------------------------------------
+    def header(self, i, line, s):
+        lines = self.lines
         if s.startswith("Program PWSCF"):
             m = re.search(r"v\.(\S+)", s)
-            version = m.group(1) if m else version
-        elif "kappaflow-mock-pw" in s and _MOCK_BANNER.search(s) and mock_version is None:
-            mock_version = program_version(s)
+            self.version = m.group(1) if m else self.version
+        elif "kappaflow-mock-pw" in s and _MOCK_BANNER.search(s) and self.mock_version is None:
+            self.mock_version = program_version(s)
         elif _PSEUDO_HEADER.match(line):
             label = _PSEUDO_HEADER.match(line).group(1)
             where = lines[i + 1].strip() if i + 1 < len(lines) else ""
@@ -282,186 +313,205 @@ def read_pw_output(path, expected_n_atoms: int | None = None, require_forces: bo
                 if i + k < len(lines) and lines[i + k].strip().startswith("MD5 check sum:"):
                     md5 = lines[i + k].split(":", 1)[1].strip()
                     break
-            pseudos[label] = (where, md5)
-            pseudo_lines[label] = i + 1
-        elif s.startswith("Total force") and "Total SCF correction" in s:
-            m = _TOTAL_FORCE.match(line)
-            if m:
-                frame.scf_correction_ry_per_bohr = float(
-                    _floats([m.group(2)], spath, i + 1, "Total SCF correction")[0])
+            self.pseudos[label] = (where, md5)
+            self.pseudo_lines[label] = i + 1
         elif s.startswith("number of atoms/cell"):
-            n_atoms = int(s.split("=")[1])
-            if expected_n_atoms is not None and n_atoms != expected_n_atoms:
-                raise PwOutputError(spath, f"run has {n_atoms} atoms, expected {expected_n_atoms}", i + 1)
+            self.n_atoms = int(s.split("=")[1])
+            if self.expected_n_atoms is not None and self.n_atoms != self.expected_n_atoms:
+                self.fail(f"run has {self.n_atoms} atoms, expected {self.expected_n_atoms}", i + 1)
         elif s.startswith("lattice parameter (alat)"):
-            alat_ang = float(s.split("=")[1].split()[0]) * units.BOHR_ANG
+            self.alat_ang = float(s.split("=")[1].split()[0]) * units.BOHR_ANG
         elif s.startswith("celldm(1)="):
             # the same alat with 6 decimals instead of 4 (ibrav=0 inputs: |a1| in bohr)
             value = float(s.split("=")[1].split()[0])
             if value > 0:
-                alat_ang = value * units.BOHR_ANG
-        elif s.startswith("crystal axes:") and "units of alat" in s and header_cell is None:
-            if alat_ang is None:
-                raise PwOutputError(spath, "'crystal axes' before 'lattice parameter (alat)'", i + 1)
-            rows = []
-            for k in (1, 2, 3):
-                m = _AXIS_LINE.match(lines[i + k]) if i + k < len(lines) else None
-                if not m or int(m.group(1)) != k:
-                    raise PwOutputError(spath, f"crystal axes: expected the row 'a({k}) = ( x y z )'", i + 1 + k)
-                rows.append(_floats(m.group(2).split(), spath, i + 1 + k, f"crystal axis a({k})"))
-            header_cell = np.array(rows, dtype=np.float64) * alat_ang
-            i += 4
-            continue
-        elif _SITE_HEADER.match(line) and site_pos is None:
-            if alat_ang is None or n_atoms is None:
-                raise PwOutputError(spath, "atomic positions before 'lattice parameter (alat)' and "
-                                    "'number of atoms/cell'", i + 1)
-            site_syms, site_pos, site_lines = [], [], []
-            j = i + 1
-            while j < len(lines) and len(site_pos) < n_atoms:
-                m = _SITE_LINE.match(lines[j])
-                if not m:
-                    break
-                if m.group(1).isdigit() and int(m.group(1)) != len(site_pos) + 1:
-                    raise PwOutputError(spath, f"positions block: expected site {len(site_pos) + 1}, "
-                                        f"found site {m.group(1)}", j + 1)
-                xyz = _floats(m.group(4).split(), spath, j + 1, f"position of site {m.group(1)}")
-                if xyz.shape != (3,):
-                    raise PwOutputError(spath, "a 'tau(' line needs 3 components", j + 1)
-                site_syms.append(m.group(2))
-                site_pos.append(xyz * alat_ang)
-                site_lines.append(j + 1)
-                j += 1
-            if len(site_pos) != n_atoms:
-                raise PwOutputError(spath, f"positions block lists {len(site_pos)} atoms, expected {n_atoms}",
-                                    i + 1)
-            site_pos = np.array(site_pos, dtype=np.float64)
-            i = j
-            continue
+                self.alat_ang = value * units.BOHR_ANG
         elif "running on" in s and "processors" in s:
             m = re.search(r"running on\s+(\d+)\s+processor", s)
-            n_proc = int(m.group(1)) if m else n_proc
-        elif "convergence NOT achieved" in s and not s.startswith("EXX"):
+            self.n_proc = int(m.group(1)) if m else self.n_proc
+        else:
+            return None
+        return i + 1
+
+    # -- the starting structure the header prints (crystal axes, sites) -----------------------------
+    def structure_block(self, i, line, s):
+        if s.startswith("crystal axes:") and "units of alat" in s and self.header_cell is None:
+            return self.crystal_axes(i)
+        if _SITE_HEADER.match(line) and self.site_pos is None:
+            return self.sites(i)
+        return None
+
+    def crystal_axes(self, i):
+        if self.alat_ang is None:
+            self.fail("'crystal axes' before 'lattice parameter (alat)'", i + 1)
+        rows = []
+        for k in (1, 2, 3):
+            m = _AXIS_LINE.match(self.lines[i + k]) if i + k < len(self.lines) else None
+            if not m or int(m.group(1)) != k:
+                self.fail(f"crystal axes: expected the row 'a({k}) = ( x y z )'", i + 1 + k)
+            rows.append(_floats(m.group(2).split(), self.path, i + 1 + k, f"crystal axis a({k})"))
+        self.header_cell = np.array(rows, dtype=np.float64) * self.alat_ang
+        return i + 4
+
+    def sites(self, i):
+        if self.alat_ang is None or self.n_atoms is None:
+            self.fail("atomic positions before 'lattice parameter (alat)' and 'number of atoms/cell'", i + 1)
+        syms, pos, site_lines = [], [], []
+        j = i + 1
+        while j < len(self.lines) and len(pos) < self.n_atoms:
+            m = _SITE_LINE.match(self.lines[j])
+            if not m:
+                break
+            if m.group(1).isdigit() and int(m.group(1)) != len(pos) + 1:
+                self.fail(f"positions block: expected site {len(pos) + 1}, found site {m.group(1)}", j + 1)
+            xyz = _floats(m.group(4).split(), self.path, j + 1, f"position of site {m.group(1)}")
+            if xyz.shape != (3,):
+                self.fail("a 'tau(' line needs 3 components", j + 1)
+            syms.append(m.group(2))
+            pos.append(xyz * self.alat_ang)
+            site_lines.append(j + 1)
+            j += 1
+        if len(pos) != self.n_atoms:
+            self.fail(f"positions block lists {len(pos)} atoms, expected {self.n_atoms}", i + 1)
+        self.site_syms, self.site_pos, self.site_lines = syms, np.array(pos, dtype=np.float64), site_lines
+        return j
+
+    # -- convergence of the SCF and of the BFGS relaxation ------------------------------------------
+    def scf_and_bfgs(self, i, line, s):
+        if "convergence NOT achieved" in s and not s.startswith("EXX"):
             m = _NOT_CONVERGED.match(line)
             n_iter = int(m.group(1)) if m and m.group(1).isdigit() else None
             after = f" after {n_iter} iterations" if n_iter is not None else ""
-            raise ScfNotConvergedError(spath, f"SCF did not converge ('convergence NOT achieved{after}')",
+            raise ScfNotConvergedError(self.path, f"SCF did not converge ('convergence NOT achieved{after}')",
                                        i + 1, iterations=n_iter)
-        elif "EXX convergence NOT achieved" in s:
-            raise ScfNotConvergedError(spath, "EXX self-consistency did not converge "
+        if "EXX convergence NOT achieved" in s:
+            raise ScfNotConvergedError(self.path, "EXX self-consistency did not converge "
                                        "('EXX convergence NOT achieved')", i + 1)
-        elif s.startswith("nstep") and "=" in s and nstep is None:
+        if s.startswith("nstep") and "=" in s and self.nstep is None:
             try:
-                nstep = int(s.split("=")[1])
+                self.nstep = int(s.split("=")[1])
             except ValueError:
                 pass
         elif s.startswith(BFGS_RESET_STOP.rsplit(":", 1)[0]):
-            bfgs_reset_stop_line = i + 1
+            self.bfgs_reset_stop_line = i + 1
         elif _BFGS_ERROR.match(line):
             m = _BFGS_ERROR.match(line)
-            bfgs_errors[m.group(1)] = m.group(2)
-        elif (s.startswith("bfgs converged in") and bfgs_reset_stop_line is not None) or s.startswith(BFGS_FAILED):
-            raise RelaxNotConvergedError(spath, _bfgs_reset_reason(s, lines[i + 1:i + 2], bfgs_errors),
-                                         bfgs_reset_stop_line or i + 1)
-        elif s == BFGS_MAX_STEPS and _next_nonblank(lines, i) == BFGS_END:
-            steps = f"nstep = {nstep}" if nstep is not None else "nstep"
+            self.bfgs_errors[m.group(1)] = m.group(2)
+        elif (s.startswith("bfgs converged in") and self.bfgs_reset_stop_line is not None) \
+                or s.startswith(BFGS_FAILED):
+            raise RelaxNotConvergedError(self.path, _bfgs_reset_reason(s, self.lines[i + 1:i + 2], self.bfgs_errors),
+                                         self.bfgs_reset_stop_line or i + 1)
+        elif s == BFGS_MAX_STEPS and _next_nonblank(self.lines, i) == BFGS_END:
+            steps = f"nstep = {self.nstep}" if self.nstep is not None else "nstep"
             raise RelaxNotConvergedError(
-                spath, f"the BFGS relaxation stopped at {steps} without converging ('{BFGS_MAX_STEPS}'"
-                f"{_format_bfgs_errors(bfgs_errors)}): raise nstep in &CONTROL, or restart from the last "
+                self.path, f"the BFGS relaxation stopped at {steps} without converging ('{BFGS_MAX_STEPS}'"
+                f"{_format_bfgs_errors(self.bfgs_errors)}): raise nstep in &CONTROL, or restart from the last "
                 "coordinates", i + 1)
-        elif s.startswith("!") and "total energy" in s:
-            bfgs_reset_stop_line = None  # a new SCF: a later bfgs step decides again
-            frame = _next_frame(frames, frame)
-            value = _floats([s.split("=")[1].split()[0]], spath, i + 1, "total energy")[0]
-            frame.energy_ev = float(units.ry_to_ev(value))
-        elif s == FORCES_HEADER:
-            if n_atoms is None:
-                raise PwOutputError(spath, "forces printed before 'number of atoms/cell'", i + 1)
-            forces = []
-            j = i + 1
-            while j < len(lines) and len(forces) < n_atoms:
-                m = _FORCE_LINE.match(lines[j])
-                if m:
-                    if int(m.group(1)) != len(forces) + 1:
-                        raise PwOutputError(spath, f"forces block: expected atom {len(forces) + 1}, "
-                                            f"found atom {m.group(1)}", j + 1)
-                    forces.append(_floats(m.group(3).split(), spath, j + 1,
-                                          f"force on atom {m.group(1)}"))
-                    if forces[-1].shape != (3,):
-                        raise PwOutputError(spath, "a force line needs 3 components", j + 1)
-                elif lines[j].strip() and forces:
-                    break
-                j += 1
-            if len(forces) != n_atoms:
-                raise PwOutputError(spath, f"forces block lists {len(forces)} atoms, expected {n_atoms} "
-                                    "(output truncated?)", i + 1)
-            frame.forces_ev_per_ang = units.ry_per_bohr_to_ev_per_ang(np.array(forces))
-            i = j
-            continue
-        elif s.startswith("total   stress") and "Ry/bohr**3" in s:
-            rows = [_floats(lines[i + k].split()[:3], spath, i + 1 + k, "stress") for k in (1, 2, 3)]
+        else:
+            return None
+        return i + 1
+
+    # -- per configuration: energy, forces, stress, temperature, cell, positions, final coordinates ---
+    def results_block(self, i, line, s):
+        if s.startswith("!") and "total energy" in s:
+            self.bfgs_reset_stop_line = None  # a new SCF: a later bfgs step decides again
+            self.frame = _next_frame(self.frames, self.frame)
+            value = _floats([s.split("=")[1].split()[0]], self.path, i + 1, "total energy")[0]
+            self.frame.energy_ev = float(units.ry_to_ev(value))
+            return i + 1
+        if s == FORCES_HEADER:
+            return self.forces(i)
+        if s.startswith("Total force") and "Total SCF correction" in s:
+            m = _TOTAL_FORCE.match(line)
+            if m:
+                self.frame.scf_correction_ry_per_bohr = float(
+                    _floats([m.group(2)], self.path, i + 1, "Total SCF correction")[0])
+            return i + 1
+        if s.startswith("total   stress") and "Ry/bohr**3" in s:
+            rows = [_floats(self.lines[i + k].split()[:3], self.path, i + 1 + k, "stress") for k in (1, 2, 3)]
             # pw.x prints -(1/V) dE/deps; kappaflow (like ASE) uses +(1/V) dE/deps
-            frame.stress_ev_per_ang3 = -units.ry_per_bohr3_to_ev_per_ang3(np.array(rows))
-            i += 4
-            continue
-        elif s.startswith("temperature") and s.endswith("K") and "=" in s:
+            self.frame.stress_ev_per_ang3 = -units.ry_per_bohr3_to_ev_per_ang3(np.array(rows))
+            return i + 4
+        if s.startswith("temperature") and s.endswith("K") and "=" in s:
             try:
-                frame.temperature_k = float(s.split("=")[1].split()[0])
+                self.frame.temperature_k = float(s.split("=")[1].split()[0])
             except ValueError:
                 pass
-        elif s.startswith("CELL_PARAMETERS"):
-            frame = _next_frame(frames, frame)
-            frame.cell_ang = _read_cell(lines, i, spath, alat_ang, "cell")
-            i += 4
-            continue
-        elif s.startswith("ATOMIC_POSITIONS"):
-            frame = _next_frame(frames, frame)
-            frame.symbols, frame.positions_frac, i = _read_positions(
-                lines, i, spath, n_atoms, frame.cell_ang, alat_ang, "atomic position")
-            continue
-        elif s == "Begin final coordinates":
-            j = i + 1
-            sub_cell = None
-            while j < len(lines) and lines[j].strip() != "End final coordinates":
-                t = lines[j].strip()
-                if t.startswith("CELL_PARAMETERS"):
-                    sub_cell = _read_cell(lines, j, spath, alat_ang, "final cell")
-                    j += 4
-                    continue
-                if t.startswith("ATOMIC_POSITIONS"):
-                    cell_for = sub_cell if sub_cell is not None else frame.cell_ang
-                    final_symbols, final_pos, j = _read_positions(
-                        lines, j, spath, n_atoms, cell_for, alat_ang, "final position")
-                    continue
-                j += 1
-            if j >= len(lines):
-                raise PwOutputError(spath, "'Begin final coordinates' without 'End final coordinates'",
-                                    i + 1)
-            final_cell = sub_cell
-            i = j + 1
-            continue
-        elif s.startswith("PWSCF") and "WALL" in s:
-            m = _WALL.match(line)
-            if m:
-                wall = parse_wall_time(m.group(1))
-        elif s == "JOB DONE.":
-            job_done = True
-        i += 1
-    if frame.energy_ev is not None:
-        frames.append(frame)  # a trailing frame without energy (md: positions after the last step) is dropped
+            return i + 1
+        if s.startswith("CELL_PARAMETERS"):
+            self.frame = _next_frame(self.frames, self.frame)
+            self.frame.cell_ang = _read_cell(self.lines, i, self.path, self.alat_ang, "cell")
+            return i + 4
+        if s.startswith("ATOMIC_POSITIONS"):
+            self.frame = _next_frame(self.frames, self.frame)
+            self.frame.symbols, self.frame.positions_frac, j = _read_positions(
+                self.lines, i, self.path, self.n_atoms, self.frame.cell_ang, self.alat_ang, "atomic position")
+            return j
+        if s == "Begin final coordinates":
+            return self.final_coordinates(i)
+        return None
 
-    if not job_done:
-        raise PwOutputError(spath, "pw.x did not finish ('JOB DONE' missing: killed, crashed or truncated)")
-    if n_atoms is None:
-        raise PwOutputError(spath, "no 'number of atoms/cell' line: not a pw.x output?")
-    if not frames or frames[-1].energy_ev is None:
-        raise PwOutputError(spath, "no converged total energy ('!    total energy') in the output")
-    if require_forces and frames[-1].forces_ev_per_ang is None:
-        raise PwOutputError(spath, "no forces block (set tprnfor = .true. in &CONTROL)")
-    if wall is None:
-        raise PwOutputError(spath, "no 'PWSCF ... WALL' timing line")
-    if final_cell is None and final_pos is not None:
-        final_cell = frames[-1].cell_ang
-    return PwRun(spath, n_atoms, version, n_proc, wall, frames, final_cell, final_pos, final_symbols,
-                 alat_ang, header_cell, site_pos, site_syms, site_lines,
-                 engine_version=mock_version or version, pseudopotentials=pseudos, pseudopotential_lines=pseudo_lines)
+    def forces(self, i):
+        if self.n_atoms is None:
+            self.fail("forces printed before 'number of atoms/cell'", i + 1)
+        forces = []
+        j = i + 1
+        while j < len(self.lines) and len(forces) < self.n_atoms:
+            m = _FORCE_LINE.match(self.lines[j])
+            if m:
+                if int(m.group(1)) != len(forces) + 1:
+                    self.fail(f"forces block: expected atom {len(forces) + 1}, found atom {m.group(1)}", j + 1)
+                forces.append(_floats(m.group(3).split(), self.path, j + 1, f"force on atom {m.group(1)}"))
+                if forces[-1].shape != (3,):
+                    self.fail("a force line needs 3 components", j + 1)
+            elif self.lines[j].strip() and forces:
+                break
+            j += 1
+        if len(forces) != self.n_atoms:
+            self.fail(f"forces block lists {len(forces)} atoms, expected {self.n_atoms} (output truncated?)", i + 1)
+        self.frame.forces_ev_per_ang = units.ry_per_bohr_to_ev_per_ang(np.array(forces))
+        return j
+
+    def final_coordinates(self, i):
+        lines = self.lines
+        j = i + 1
+        sub_cell = None
+        while j < len(lines) and lines[j].strip() != "End final coordinates":
+            t = lines[j].strip()
+            if t.startswith("CELL_PARAMETERS"):
+                sub_cell = _read_cell(lines, j, self.path, self.alat_ang, "final cell")
+                j += 4
+                continue
+            if t.startswith("ATOMIC_POSITIONS"):
+                cell_for = sub_cell if sub_cell is not None else self.frame.cell_ang
+                self.final_symbols, self.final_pos, j = _read_positions(
+                    lines, j, self.path, self.n_atoms, cell_for, self.alat_ang, "final position")
+                continue
+            j += 1
+        if j >= len(lines):
+            self.fail("'Begin final coordinates' without 'End final coordinates'", i + 1)
+        self.final_cell = sub_cell
+        return j + 1
+
+    # -- the run as a whole ----------------------------------------------------------------------------
+    def result(self, require_forces: bool) -> PwRun:
+        frames = self.frames
+        if self.frame.energy_ev is not None:
+            frames.append(self.frame)  # a trailing frame without energy (md: positions after the last step) is dropped
+        if not self.job_done:
+            self.fail("pw.x did not finish ('JOB DONE' missing: killed, crashed or truncated)")
+        if self.n_atoms is None:
+            self.fail("no 'number of atoms/cell' line: not a pw.x output?")
+        if not frames or frames[-1].energy_ev is None:
+            self.fail("no converged total energy ('!    total energy') in the output")
+        if require_forces and frames[-1].forces_ev_per_ang is None:
+            self.fail("no forces block (set tprnfor = .true. in &CONTROL)")
+        if self.wall is None:
+            self.fail("no 'PWSCF ... WALL' timing line")
+        final_cell = self.final_cell
+        if final_cell is None and self.final_pos is not None:
+            final_cell = frames[-1].cell_ang
+        return PwRun(self.path, self.n_atoms, self.version, self.n_proc, self.wall, frames, final_cell,
+                     self.final_pos, self.final_symbols, self.alat_ang, self.header_cell, self.site_pos,
+                     self.site_syms, self.site_lines, engine_version=self.mock_version or self.version,
+                     pseudopotentials=self.pseudos, pseudopotential_lines=self.pseudo_lines)
