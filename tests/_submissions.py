@@ -6,8 +6,9 @@ from __future__ import annotations
 from kappaflow.errors import KappaflowError
 
 # rules Snakemake runs itself, never submitted: targets without an action, and the light structure rules
-# (`localrules` in workflow/rules/structure.smk)
-LOCAL_RULES = ("all", "ml", "ablation", "noise_study", "plan", "sweep", "scaling", "relax_input", "structure")
+# (`localrules` in workflow/rules/structure.smk and stability.smk)
+LOCAL_RULES = ("all", "ml", "ablation", "noise_study", "plan", "sweep", "scaling", "relax_input", "structure",
+               "stability_pass")
 
 def dryrun_job_counts(text: str) -> dict[str, int]:
     """The ``Job stats`` table of ``snakemake -n`` output: {rule: number of jobs}."""

@@ -121,3 +121,11 @@ def test_template_without_placeholders(cfgdir):
 def test_both_cutoff_kinds_refused(cfgdir):
     with pytest.raises(ConfigError, match="pair_cutoff_ang or neighbour_shells, not both"):
         config.load("config/config.yaml", {"sow": {"neighbour_shells": 2}})
+
+
+def test_figure_titles_mark_mock_forces():
+    real = {"name": "si", "description": "Si, LDA", "dft": {"pw_command": "mpirun -np 2 pw.x"}}
+    mock = {"name": "si", "description": "Si, LDA", "dft": {"pw_command": "kappaflow-mock-pw --model stillinger-weber-si"}}
+    assert config.figure_title(real) == "Si, LDA"
+    assert config.figure_title(mock) == "Si, LDA [mock pw.x: stillinger-weber-si]"
+    assert config.figure_title({"name": "ges2", "dft": {"pw_command": "pw.x"}}) == "ges2"

@@ -223,3 +223,16 @@ def load(configfile, overrides: dict | None = None, check_files: bool = True,
         raise InputFileError(path, f"cannot read config ({exc})") from None
     return resolve(deep_merge(user, overrides or {}), check_files=check_files,
                    check_pseudopotentials=check_pseudopotentials)
+
+
+def figure_title(config: dict) -> str:
+    """The title of the run's figures: the system's description (or name), marked when the forces come
+    from the mock pw.x, so that no mock figure passes for DFT."""
+    from kappaflow.engine import engine_tag, is_mock_command
+
+    title = config.get("description") or config["name"]
+    command = config["dft"]["pw_command"]
+    if is_mock_command(command):
+        model = engine_tag(command).removeprefix("mock").strip().removeprefix("--model").strip()
+        title += f" [mock pw.x: {model}]"
+    return title

@@ -284,7 +284,7 @@ rule ml_report:
                       caption="../report/ml_timing.rst"),
         summary=f"{ML}/{{model}}/report/summary.json",
     params:
-        title=config.get("description", config["name"]),
+        title=kfconfig.figure_title(config),
     wildcard_constraints:
         model=MODEL_PATTERN,
     log:

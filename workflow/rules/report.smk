@@ -22,7 +22,7 @@ rule report:
             caption="../report/dispersion.rst",
         ),
     params:
-        title=config.get("description", config["name"]),
+        title=kfconfig.figure_title(config),
         band_points=config["report"]["band_points"],
     log:
         f"{R}/logs/report.log",

@@ -77,7 +77,7 @@ rule scaling_report:
         weak=report(f"{SC}/weak_scaling.png", category="pw.x scaling"),
     params:
         runs=SCALING_RUNS,
-        title=config.get("description", config["name"]),
+        title=kfconfig.figure_title(config),
     log:
         f"{SC}/logs/report.log",
     script:

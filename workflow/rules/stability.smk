@@ -35,11 +35,16 @@ checkpoint stability_gate:
         # the SCF accuracy check too: a run too inaccurate for the fit stops here, before the pair runs
         reap={k: config["reap"][k] for k in ("fc_calculator", "max_scf_correction_ev_per_ang")},
         store=f"{R}/dft",
-        title=config.get("description", config["name"]),
+        title=kfconfig.figure_title(config),
     log:
         f"{R}/logs/stability_gate.log",
     script:
         "../../scripts/stability_gate.py"
+
+
+# reading one JSON and writing a marker: run by Snakemake itself, never a cluster submission
+localrules:
+    stability_pass,
 
 
 checkpoint stability_pass:
