@@ -232,7 +232,7 @@ def pack(gvectors_path, data_set: str, out_dir, elements_per_file: int) -> list[
             "data_set": data_set, "n_structures": len(records), "keys": [r["key"] for r in records],
             "shards": [p.name for p in paths]}, indent=1))
     progress(f"pack: {len(records)} structures of '{data_set}' in {len(paths)} TFRecord shard(s)")
-    return [out_dir / p.name for p in paths]
+    return [Path(out_dir) / p.name for p in paths]
 
 
 def packed_shards(pack_dir) -> list[Path]:
