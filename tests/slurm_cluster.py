@@ -227,10 +227,11 @@ class Cluster:
         sock = self.state / "db" / "mysqld.sock"
         install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         _run([install_db, "--user=root", f"--datadir={datadir}", "--auth-root-authentication-method=normal",
-              "--skip-test-db"])
+              "--skip-test-db", "--force"])  # --force: no check that the host name resolves (a bare root has
+        # no /etc/hosts; everything below talks to 127.0.0.1)
         server = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         self._spawn("mariadbd", [server, "--no-defaults", "--user=root", f"--datadir={datadir}",
-                                 f"--socket={sock}", "--port=33061", "--bind-address=127.0.0.1",
+                                 f"--socket={sock}", "--port=33061", "--bind-address=127.0.0.1", "--skip-name-resolve",
                                  f"--pid-file={self.state}/db/mariadbd.pid",
                                  "--innodb-buffer-pool-size=64M", "--innodb-lock-wait-timeout=900"])
         client = shutil.which("mariadb") or shutil.which("mysql")

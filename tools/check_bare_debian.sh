@@ -16,8 +16,10 @@ if [ ! -x "$root/usr/bin/python3" ]; then
   debootstrap --variant=minbase --include=ca-certificates,git,python3,sudo bookworm "$root" \
     http://deb.debian.org/debian
 fi
-for d in proc sys dev dev/pts; do mountpoint -q "$root/$d" || mount --bind "/$d" "$root/$d"; done
-trap 'for d in dev/pts dev sys proc; do umount -l "$root/$d" 2>/dev/null || true; done' EXIT
+# --rbind: slurmd needs the cgroup hierarchy below /sys, the SLURM tests /dev/pts and /dev/shm.
+mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+for d in sys dev; do mountpoint -q "$root/$d" || { mount --rbind "/$d" "$root/$d"; mount --make-rslave "$root/$d"; }; done
+trap 'for d in dev sys proc; do umount -R -l "$root/$d" 2>/dev/null || true; done' EXIT
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
