@@ -2,5 +2,5 @@
 from kappaflow.ml.steps import pack
 from kappaflow.scriptutil import run
 
-run(pack, snakemake.input[0], snakemake.wildcards.data, snakemake.output[0],
+run(pack, snakemake.input[0], snakemake.params.get("data") or snakemake.wildcards.data, snakemake.output[0],
     snakemake.params.elements_per_file, log=snakemake.log)

@@ -174,6 +174,12 @@ def resolve(user_config: dict, check_files: bool = True, check_pseudopotentials:
         if config["relax"]["enabled"]:
             raise ConfigError(f"config ({system_path} + user config): sow.strategy 'thirdorder' imports "
                               "supercells sown from the unit cell as given; set relax.enabled: false")
+    from kappaflow.al.settings import AlSettings
+
+    try:
+        AlSettings.from_config(config["ml"]["al"])  # a budget below one run, an empty pool: at start-up
+    except ConfigError as exc:
+        raise ConfigError(f"config ({system_path} + user config): {exc}") from None
     if check_files:
         check_inputs(config, check_pseudopotentials=check_pseudopotentials)
     return config

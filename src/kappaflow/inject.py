@@ -239,7 +239,7 @@ def check_structure(key: str, pw: PwInput, structure, tolerance_ang: float = STR
 def inject_set(keys: Iterable[str], dft_dir, ml_forces: Mapping[str, np.ndarray], out_dir,
                mode: str = "hybrid", *, ml_energies: Mapping[str, float] | None = None,
                ml_structures: Mapping | None = None, provenance_path=None,
-               note: str | None = None) -> dict[str, str]:
+               note: str | None = None, dft_keys: Iterable[str] | None = None) -> dict[str, str]:
     """Write ``out_dir/<key>/pw.out`` (and a copy of ``pw.in``) for every supercell ``key``.
 
     ``dft_dir`` is the DFT result store (``<key>/pw.in``, and ``<key>/pw.out`` for finished runs).
@@ -248,13 +248,15 @@ def inject_set(keys: Iterable[str], dft_dir, ml_forces: Mapping[str, np.ndarray]
     eV/Å in the pw.x input's atom order; ``ml_energies[key]`` (eV) is optional; ``ml_structures[key]``
     (ASE Atoms or PANNA example), if given for the set, is checked against the pw.x input (atom count,
     species order, cell, positions).  ML forces for keys outside ``keys``, or for supercells that keep
-    their DFT output, are not used.
+    their DFT output, are not used.  ``dft_keys`` (hybrid mode): only these supercells may keep a DFT
+    output (the runs an active-learning loop paid for; other outputs in the store are not used).
 
     Returns ``{key: "dft" | "ml"}`` and writes it as JSON to ``provenance_path`` (default
     ``out_dir/provenance.json``): ``{"mode": ..., "n_dft": ..., "n_ml": ..., "sources": {key: ...}}``."""
     if mode not in MODES:
         raise KappaflowError(f"injection mode must be one of {MODES}, got {mode!r}")
     keys = list(keys)
+    dft_keys = None if dft_keys is None else set(dft_keys)
     if len(set(keys)) != len(keys):
         dup = next(k for k in keys if keys.count(k) > 1)
         raise KappaflowError(f"supercell {dup} is listed twice")
@@ -267,7 +269,8 @@ def inject_set(keys: Iterable[str], dft_dir, ml_forces: Mapping[str, np.ndarray]
         pw = read_pw_input(pw_path)
         n = len(pw.atoms)
         dft_out = dft_dir / key / "pw.out"
-        if mode == "hybrid" and dft_out.exists():
+        allowed = dft_keys is None or key in dft_keys
+        if mode == "hybrid" and dft_out.exists() and allowed:
             read_pw_output(dft_out, expected_n_atoms=n)  # a broken DFT output raises; never replaced by ML
             if is_ml_injected(dft_out):
                 raise InputFileError(dft_out, f"supercell {key}: the DFT store holds an ML-injected output")

@@ -102,9 +102,15 @@ def dataset_jobs(manifest_path, snapshots_path=None) -> dict[str, str]:
 
 def build_dataset(manifest_path, snapshots_path, store_dir, examples_dir, extxyz_path, index_path) -> dict:
     """One PANNA .example per finished pw.x output, all of them in one extxyz, and an index."""
+    return write_dataset(dataset_jobs(manifest_path, snapshots_path), store_dir, examples_dir, extxyz_path,
+                         index_path)
+
+
+def write_dataset(roles: dict, store_dir, examples_dir, extxyz_path, index_path) -> dict:
+    """One PANNA .example per finished pw.x output ``roles`` names (key -> "disp" | "aimd"), all of them
+    in one extxyz, and an index."""
     from kappaflow.ml import dataset
 
-    roles = dataset_jobs(manifest_path, snapshots_path)
     examples_dir = Path(examples_dir)
     examples_dir.mkdir(parents=True, exist_ok=True)
     examples = []
@@ -260,6 +266,8 @@ def train_settings(train_cfg: dict, validation_fraction: float, seed: int):
     network = NetworkSettings(hidden_layers=tuple(train_cfg["hidden_layers"]), activation=train_cfg["activation"])
     fields = {"epochs": train_cfg["epochs"], "batch_size": train_cfg["batch_size"],
               "learning_rate": train_cfg["learning_rate"], "force_weight": train_cfg["force_weight"],
+              "energy_weight": train_cfg.get("energy_weight", 1.0),
+              "learning_rate_final": train_cfg.get("learning_rate_final", 1e-5),
               "validation_fraction": validation_fraction, "seed": seed, "network": network}
     fields.update(train_cfg.get("extra") or {})
     try:
@@ -268,12 +276,15 @@ def train_settings(train_cfg: dict, validation_fraction: float, seed: int):
         raise KappaflowError(f"ml.train: {exc}") from None
 
 
-def train_member(pack_dir, gvectors_path, train_cfg: dict, model: str, member: int, out_dir) -> dict:
-    """Train committee member ``member`` (seed = ml.train.seed + member) on a packed data set."""
+def train_member(pack_dir, gvectors_path, train_cfg: dict, model: str, member: int, out_dir,
+                 validation_fraction: float | None = None) -> dict:
+    """Train committee member ``member`` (seed = ml.train.seed + member) on a packed data set; the
+    validation fraction from the model name (``disp-val20``) unless given."""
     from kappaflow.ml.model import split_keys, train_model
     from kappaflow.ml.tfrecords import load_records
 
-    _, validation_fraction = parse_model_name(model)
+    if validation_fraction is None:
+        _, validation_fraction = parse_model_name(model)
     seed = int(train_cfg["seed"]) + int(member)
     records = load_records(packed_shards(pack_dir))
     train_keys, val_keys = split_keys([r["key"] for r in records], validation_fraction, seed)
@@ -341,15 +352,16 @@ def infer(model_dirs, manifest_path, store_dir, gvectors_path, forces_path, sigm
 
 
 # --- inject -------------------------------------------------------------------------------------
-def inject(manifest_path, forces_path, store_dir, out_store, mode: str) -> dict:
-    """ML forces (committee mean) into pw.x-format outputs that the DFT route's reap reads."""
+def inject(manifest_path, forces_path, store_dir, out_store, mode: str, dft_keys=None) -> dict:
+    """ML forces (committee mean) into pw.x-format outputs that the DFT route's reap reads; in ``hybrid``
+    mode with ``dft_keys`` only those supercells keep their DFT output (the active-learning loop's runs)."""
     from kappaflow.inject import inject_set
     from kappaflow.ml.forcesfile import read_forces
 
     keys = supercell_keys(manifest_path)
     table = read_forces(forces_path, expected_n_atoms=keys)
     ml_forces = {k: v[0] for k, v in table.items()}
-    sources = inject_set(list(keys), store_dir, ml_forces, out_store, mode=mode,
+    sources = inject_set(list(keys), store_dir, ml_forces, out_store, mode=mode, dft_keys=dft_keys,
                          note=f"committee mean from {forces_path}")
     n_ml = sum(v == "ml" for v in sources.values())
     progress(f"inject ({mode}): {n_ml} supercells with ML forces, {len(sources) - n_ml} keep DFT -> {out_store}")
