@@ -5,4 +5,5 @@ from kappaflow.al.loop import predict_pool
 from kappaflow.scriptutil import run
 
 run(predict_pool, [Path(p).parent for p in snakemake.input.models], snakemake.input.pool, snakemake.input.manifest,
-    snakemake.params.store, snakemake.input.gvectors, snakemake.input.index, snakemake.output[0], log=snakemake.log)
+    snakemake.params.store, snakemake.input.gvectors, snakemake.input.index, snakemake.output[0],
+    snakemake.input.get("baseline"), log=snakemake.log)

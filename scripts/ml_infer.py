@@ -6,4 +6,4 @@ from kappaflow.scriptutil import run
 
 run(infer, [Path(p).parent for p in snakemake.input.models], snakemake.input.manifest,
     snakemake.params.store, snakemake.input.gvectors, snakemake.output.forces, snakemake.output.sigma,
-    snakemake.output.timing, log=snakemake.log)
+    snakemake.output.timing, snakemake.input.get("baseline"), log=snakemake.log)

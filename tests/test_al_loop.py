@@ -182,3 +182,40 @@ def test_kappa_store_takes_dft_forces_only_where_the_loop_ran_pw(si_sow):
                                 d / "store", _al_cfg())
     assert {k for k, v in sources.items() if v == "dft"} == set(mine)
     assert json.loads((d / "store/provenance.json").read_text())["n_dft"] == 2
+
+
+def test_baseline_fit_predicts_mock_forces_it_never_saw_and_its_forces_are_minus_the_energy_gradient(si_sow):
+    """The Δ-learning baseline (symfc FC2 + FC3 of the loop's runs) against the mock's own forces on a
+    rattled supercell outside the fit, and against finite differences of its own energy."""
+    from kappaflow.al.baseline import Baseline
+    from kappaflow.qe.pwout import read_pw_output
+
+    pool = _pool(si_sow)
+    d = si_sow["dir"]
+    rattled = [c["key"] for c in pool["candidates"] if c["family"] in ("random:0.03", "random:0.1")]
+    train, test = rattled[:4], [c["key"] for c in pool["candidates"] if c["family"] == "random:0.03"][-1]
+    for key in train + [test]:
+        dft.run_pw(d / "dft" / key / "pw.in", d / "dft" / key / "pw.out", MOCK, log=lambda _: None)
+    (d / "sel0.json").write_text(json.dumps({"round": 0, "keys": train, "stop": False}))
+    rec = loop.fit_round_baseline(d / "manifest.json", d / "disp.yaml", d / "dft", [d / "sel0.json"], "skip",
+                                  d / "b.npz", d / "b.json", max_displacement_ang=None)
+    assert rec["orders"] == "fc2+fc3" and rec["n_runs"] == 4
+    b = Baseline.load(d / "b.npz")
+    pw = read_pw_input(d / "dft" / test / "pw.in")
+    f_mock = read_pw_output(d / "dft" / test / "pw.out", expected_n_atoms=16).forces_ev_per_ang
+    f_base, _ = b.forces_energy(pw.atoms.positions, np.asarray(pw.atoms.cell))
+    rel = np.linalg.norm(f_base - f_mock) / np.linalg.norm(f_mock)
+    print(f"baseline on an unseen 0.03 Å rattle: {100 * rel:.2f} % of the force norm")
+    assert rel < 0.05
+    # forces = -dE/du by central differences
+    x = pw.atoms.positions.copy()
+    h = 1e-5
+    for i, a in [(0, 0), (5, 2), (11, 1)]:
+        xp, xm = x.copy(), x.copy()
+        xp[i, a] += h
+        xm[i, a] -= h
+        fd = -(b.forces_energy(xp)[1] - b.forces_energy(xm)[1]) / (2 * h)
+        assert fd == pytest.approx(f_base[i, a], rel=1e-6, abs=1e-9)
+    # a structure that is not a displaced copy of the supercell is refused
+    with pytest.raises(KappaflowError, match="not a displaced copy"):
+        b.forces_energy(x + 0.7)

@@ -4,6 +4,7 @@
 config/, config/mock/ and config/systems/; the Leonardo profile's pw.x jobs as the SLURM plugin would submit
 them (Booster partition, 4 GPUs); the warnings a run must not print; command lines in the docs.
 """
+import json
 import os
 import re
 import shlex
@@ -239,3 +240,28 @@ def test_results_readme_is_tracked_and_names_every_folder_the_rules_write():
     folders = set(re.findall(r"\{R\}/(\w+)", rules)) | {"ml", "scaling", "sweep", "noise"}
     missing = sorted(f for f in folders if f"{f}/" not in text)
     assert not missing, missing
+
+
+@pytest.mark.slow
+def test_leonardo_sends_active_learning_pwx_to_the_booster_and_training_to_a_gpu(tmp_path):
+    """`snakemake -n --profile leonardo al --configfile config/mock/si_al.yaml` once the seed is chosen (run
+    locally up to round 0's selection, where the dry run stops: al_select is a checkpoint): the seed's
+    pw.x jobs are ordinary dft jobs on a Booster node, each committee member trains on one A100."""
+    work = copy_workflow(tmp_path)
+    os.symlink("profiles/leonardo", work / "leonardo")
+    configfile = "config/mock/si_al.yaml"
+    run_snakemake(work, "results/si/al/round0/selected.json", "--configfile", configfile)
+    proc, text = typed(work, "-n", "--profile", "leonardo", "al", "--configfile", configfile)
+    assert proc.returncode == 0, text[-5000:]
+    jobs = job_blocks(text)
+    seed = json.loads((work / "results/si/al/round0/selected.json").read_text())["keys"]
+    dft = [j for j in jobs if j["rule"] == "dft"]
+    assert len(dft) == len(seed) > 0, (len(dft), seed)
+    for job in dft:
+        assert_booster_node_with_four_gpus(job)
+    train = [j for j in jobs if j["rule"] == "al_train"]
+    members = yaml.safe_load((REPO / configfile).read_text())["ml"]["train"]["committee_size"]
+    assert len(train) == members
+    for job in train:
+        opts = options(sbatch_call(_Job(job["rule"], job["resources"], job["threads"])))
+        assert opts[opts.index("-p") + 1] == "boost_usr_prod" and "--gres=gpu:1" in opts, opts

@@ -61,6 +61,11 @@ rule al_pool:
         "../../scripts/al_pool.py"
 
 
+# reading a few JSON/CSV files and solving a small integer program: run by Snakemake itself, no submission
+localrules:
+    al_select,
+
+
 checkpoint al_select:
     conda:
         "../../envs/ml.yaml"
@@ -87,10 +92,39 @@ checkpoint al_select:
         "../../scripts/al_select.py"
 
 
+def al_baseline(wildcards):
+    """The round's Δ-learning baseline (ml.al.baseline: fc), or nothing."""
+    return {"baseline": f"{AL}/round{wildcards.round}/baseline/baseline.npz"} if ALCFG["baseline"] == "fc" else {}
+
+
+rule al_baseline:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        selected=lambda wc: al_selected_upto(wc.round),
+        outputs=lambda wc: al_outputs_upto(wc.round),
+        manifest=f"{R}/sow/manifest.json",
+        disp=f"{R}/sow/phono3py_disp.yaml",
+    output:
+        baseline=f"{AL}/round{{round}}/baseline/baseline.npz",
+        report=f"{AL}/round{{round}}/baseline/baseline.json",
+    params:
+        store=f"{R}/dft",
+        on_failure=ALCFG["on_failure"],
+        max_displacement_ang=ALCFG["baseline_max_displacement_ang"],
+    wildcard_constraints:
+        round="[0-9]+",
+    log:
+        f"{AL}/logs/baseline_{{round}}.log",
+    script:
+        "../../scripts/al_baseline.py"
+
+
 rule al_dataset:
     conda:
         "../../envs/ml.yaml"
     input:
+        unpack(al_baseline),
         selected=lambda wc: al_selected_upto(wc.round),
         outputs=lambda wc: al_outputs_upto(wc.round),
     output:
@@ -184,6 +218,7 @@ rule al_infer:
     envmodules:
         *config["modules"]["tensorflow"],
     input:
+        unpack(al_baseline),
         models=al_models,
         manifest=f"{R}/sow/manifest.json",
         gvectors=f"{AL}/round{{round}}/gvectors.npz",
@@ -207,6 +242,7 @@ rule al_predict:
     envmodules:
         *config["modules"]["tensorflow"],
     input:
+        unpack(al_baseline),
         models=al_models,
         pool=f"{AL}/pool.json",
         manifest=f"{R}/sow/manifest.json",
@@ -335,6 +371,7 @@ def al_report_inputs(wildcards):
         "final_kappa": f"{AL}/final/bte/kappa.csv",
         "final_store": f"{AL}/final/store",
         "outputs": al_outputs_upto(s),
+        "baselines": [f"{AL}/round{r}/baseline/baseline.npz" for r in range(s)] if ALCFG["baseline"] == "fc" else [],
     }
 
 

@@ -285,17 +285,33 @@ def is_stop(selected_path) -> bool:
 
 
 # --- data and committee of a round ----------------------------------------------------------------
-def build_round_dataset(selected_paths, store_dir, on_failure: str, examples_dir, extxyz_path, index_path) -> dict:
-    """The training data of a round: one PANNA example per finished pw.x run of the batches so far."""
+def build_round_dataset(selected_paths, store_dir, on_failure: str, examples_dir, extxyz_path, index_path,
+                        baseline_path=None) -> dict:
+    """The training data of a round: one PANNA example per finished pw.x run of the batches so far
+    (minus the Δ-learning baseline's forces and energy, when there is one)."""
+    from kappaflow.al.baseline import load_optional
     from kappaflow.ml.steps import write_dataset
 
     keys = computed_keys(selected_paths, store_dir, on_failure)
     if not keys:
         raise KappaflowError("active learning: no finished pw.x run to train on (every selected run failed)")
-    return write_dataset({k: "disp" for k in keys}, store_dir, examples_dir, extxyz_path, index_path)
+    return write_dataset({k: "disp" for k in keys}, store_dir, examples_dir, extxyz_path, index_path,
+                         baseline=load_optional(baseline_path))
 
 
-def predict_pool(model_dirs, pool_path, manifest_path, store_dir, gvectors_path, training_index, out_csv) -> dict:
+def fit_round_baseline(manifest_path, disp_yaml_path, store_dir, selected_paths, on_failure: str, out_path,
+                       report_path, max_displacement_ang: float | None = 0.05) -> dict:
+    """The Δ-learning baseline of a round: :func:`kappaflow.al.baseline.fit_baseline` on every finished run
+    of the batches so far."""
+    from kappaflow.al.baseline import fit_baseline
+
+    return fit_baseline(manifest_path, disp_yaml_path, store_dir,
+                        computed_keys(selected_paths, store_dir, on_failure), out_path, report_path,
+                        max_displacement_ang)
+
+
+def predict_pool(model_dirs, pool_path, manifest_path, store_dir, gvectors_path, training_index, out_csv,
+                 baseline_path=None) -> dict:
     """Committee spread on every pool candidate and sow supercell: ``key, family, in_fit, trained,
     sigma_max_ev_per_ang`` (largest per-component σ), ``sigma_rms_ev_per_ang``, ``force_max_ev_per_ang``."""
     import pandas as pd
@@ -311,10 +327,16 @@ def predict_pool(model_dirs, pool_path, manifest_path, store_dir, gvectors_path,
         rows.setdefault(key, {"key": key, "family": f"{FAMILY_SOW}:not-in-pool", "in_fit": True})["in_fit"] = True
     trained = set(json.loads(Path(training_index).read_text())["examples"])
     keys = sorted(rows)
-    predictions = committee.predict_many([read_pw_input(Path(store_dir) / k / "pw.in").atoms for k in keys])
-    for key, pred in zip(keys, predictions):
+    from kappaflow.al.baseline import load_optional
+
+    baseline = load_optional(baseline_path)
+    structures = [read_pw_input(Path(store_dir) / k / "pw.in").atoms for k in keys]
+    predictions = committee.predict_many(structures)
+    for key, pred, atoms in zip(keys, predictions, structures):
         std = np.asarray(pred["forces_std_ev_per_ang"], dtype=np.float64)
         forces = np.asarray(pred["forces_ev_per_ang"], dtype=np.float64)
+        if baseline is not None:
+            forces = forces + baseline.forces_energy(atoms.positions, np.asarray(atoms.cell), key)[0]
         rows[key].update(trained=key in trained, sigma_max_ev_per_ang=float(std.max()),
                          sigma_rms_ev_per_ang=float(np.sqrt(np.mean(std**2))),
                          force_max_ev_per_ang=float(np.abs(forces).max()))

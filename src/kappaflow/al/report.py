@@ -43,6 +43,15 @@ def heldout_errors(al_dir, store_dir, stop_round: int, members, on_failure: str)
         committee = Committee.load([str(al_dir / f"round{r}" / "models" / f"member{m}") for m in members])
         atoms = [read_pw_input(store_dir / k / "pw.in").atoms for k in keys]
         preds = committee.predict_many(atoms)
+        path = al_dir / f"round{r}" / "baseline" / "baseline.npz"
+        if path.exists():  # Δ-learning: the committee predicts what the baseline leaves
+            from kappaflow.al.baseline import Baseline
+
+            b = Baseline.load(path)
+            for p, a in zip(preds, atoms):
+                f_base = b.forces_energy(a.positions, np.asarray(a.cell))[0]
+                p["forces_ev_per_ang"] = np.asarray(p["forces_ev_per_ang"]) + f_base
+                p["members_forces"] = np.asarray(p["members_forces"]) + f_base[None]
         ref = np.concatenate([read_pw_output(store_dir / k / "pw.out", expected_n_atoms=len(a)).forces_ev_per_ang
                               for k, a in zip(keys, atoms)])
         mean = np.concatenate([p["forces_ev_per_ang"] for p in preds])
@@ -141,9 +150,10 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     last = pd.read_csv(score_paths[-1]) if score_paths else None
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     if last is not None:
-        for fam, g in last.groupby(last["family"].str.split(":").str[0] + ":" + last["family"].str.split(":").str[1]):
-            ax.loglog(np.maximum(g["force_max_ev_per_ang"], 1e-8), np.maximum(g["sigma_max_ev_per_ang"], 1e-12) * 1000,
-                      ".", label=fam)
+        shown = last[last["force_max_ev_per_ang"] > 1e-6]  # the undisplaced supercell (no force) is left out
+        labels = shown["family"].replace({f"{FAMILY_SOW}:not-in-pool": "sow (pair-displaced, not in the pool)"})
+        for fam, g in shown.groupby(labels):
+            ax.loglog(g["force_max_ev_per_ang"], np.maximum(g["sigma_max_ev_per_ang"], 1e-12) * 1000, ".", label=fam)
         ax.axhline((settings.force_tolerance_ev_per_ang or 0) * 1000, color="r", lw=0.8, ls="--",
                    label="force tolerance")
         ax.legend(fontsize=7)

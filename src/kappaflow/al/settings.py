@@ -30,6 +30,8 @@ class AlSettings:
     on_failure: str = "skip"
     gate: str = "none"
     random_seed: int = 0
+    baseline: str = "fc"
+    baseline_max_displacement_ang: float | None = 0.05
 
     @classmethod
     def from_config(cls, al_cfg: dict) -> "AlSettings":

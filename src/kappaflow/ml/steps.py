@@ -106,9 +106,10 @@ def build_dataset(manifest_path, snapshots_path, store_dir, examples_dir, extxyz
                          index_path)
 
 
-def write_dataset(roles: dict, store_dir, examples_dir, extxyz_path, index_path) -> dict:
+def write_dataset(roles: dict, store_dir, examples_dir, extxyz_path, index_path, baseline=None) -> dict:
     """One PANNA .example per finished pw.x output ``roles`` names (key -> "disp" | "aimd"), all of them
-    in one extxyz, and an index."""
+    in one extxyz, and an index.  With a ``baseline`` (:class:`kappaflow.al.baseline.Baseline`) the
+    examples hold what it leaves: forces and energy minus the baseline's (Δ-learning)."""
     from kappaflow.ml import dataset
 
     examples_dir = Path(examples_dir)
@@ -117,6 +118,8 @@ def write_dataset(roles: dict, store_dir, examples_dir, extxyz_path, index_path)
     for n, (key, role) in enumerate(sorted(roles.items())):
         ex = dataset.example_from_pwout(Path(store_dir) / key / "pw.out", key,
                                         pw_input=Path(store_dir) / key / "pw.in")
+        if baseline is not None:
+            ex = _minus_baseline(ex, baseline, Path(store_dir) / key / "pw.in")
         dataset.write_example(examples_dir / f"{key}.example", ex)
         examples.append(ex)
         if (n + 1) % 200 == 0:
@@ -129,6 +132,16 @@ def write_dataset(roles: dict, store_dir, examples_dir, extxyz_path, index_path)
     progress(f"dataset: {index['counts']['disp']} displaced supercells, {index['counts']['aimd']} AIMD "
              f"snapshots -> {examples_dir}, {extxyz_path}")
     return index
+
+
+def _minus_baseline(ex: dict, baseline, what) -> dict:
+    from kappaflow.ml import dataset
+
+    positions = np.array([a[2] for a in ex["atoms"]], dtype=np.float64)
+    forces = np.array([a[3] for a in ex["atoms"]], dtype=np.float64)
+    f_base, e_base = baseline.forces_energy(positions, np.array(ex["lattice_vectors"]), str(what))
+    return dataset.make_example(ex["key"], [a[1] for a in ex["atoms"]], ex["lattice_vectors"], positions,
+                                float(ex["energy"][0]) - e_base, forces - f_base)
 
 
 # --- gvectors -----------------------------------------------------------------------------------
@@ -304,11 +317,13 @@ def supercell_keys(manifest_path) -> dict[str, int]:
     return {j["key"]: j["n_atoms"] for j in manifest["jobs"] if "output" not in j}
 
 
-def infer(model_dirs, manifest_path, store_dir, gvectors_path, forces_path, sigma_path, timing_path) -> dict:
+def infer(model_dirs, manifest_path, store_dir, gvectors_path, forces_path, sigma_path, timing_path,
+          baseline_path=None) -> dict:
     """Committee forces (mean, and per-atom spread) for every displaced supercell of the sow.
 
     Structures come from the supercells' pw.x inputs; reference forces (when a DFT output exists)
-    are written next to the prediction, PANNA-style, for the parity figures."""
+    are written next to the prediction, PANNA-style, for the parity figures.  With a Δ-learning
+    baseline (``baseline_path``, :mod:`kappaflow.al.baseline`) its forces and energy are added."""
     from kappaflow.ml.forcesfile import write_forces, write_sigma
     from kappaflow.ml.model import Committee
     from kappaflow.qe.pwout import read_pw_output
@@ -328,10 +343,17 @@ def infer(model_dirs, manifest_path, store_dir, gvectors_path, forces_path, sigm
     predictions = committee.predict_many(structures)
     t_total = time.perf_counter() - t0
     mean, spread, reference, energies = {}, {}, {}, {}
-    for key, pred in zip(keys, predictions):
+    from kappaflow.al.baseline import load_optional
+
+    baseline = load_optional(baseline_path)
+    for key, pred, atoms in zip(keys, predictions, structures):
         mean[key] = pred["forces_ev_per_ang"]
         spread[key] = pred["forces_std_ev_per_ang"]
         energies[key] = float(pred["energy_ev"])
+        if baseline is not None:
+            f_base, e_base = baseline.forces_energy(atoms.positions, np.asarray(atoms.cell), key)
+            mean[key] = np.asarray(mean[key], dtype=np.float64) + f_base
+            energies[key] += e_base
         out = Path(store_dir) / key / "pw.out"
         reference[key] = (read_pw_output(out, expected_n_atoms=keys[key]).forces_ev_per_ang if out.exists()
                           else np.full_like(mean[key], np.nan))
