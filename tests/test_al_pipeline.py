@@ -79,8 +79,10 @@ def test_final_committee_is_judged_on_supercells_it_never_trained_on(al_run):
     print(f"held out: {len(unseen)} sow supercells, force RMSE {rmse * 1000:.3f} meV/Å (DFT force rms "
           f"{rms * 1000:.1f} meV/Å); κxx(300 K) AL {fin.kappa_w_per_mk[i, 0, 0]:.2f} vs DFT route "
           f"{ref.kappa_w_per_mk[i, 0, 0]:.2f} W/mK ({100 * err:+.1f} %)")
-    assert rmse < 0.2 * rms, (rmse, rms)
-    assert abs(err) < BOUND_KAPPA, err
+    # measured by hand with this config (docs/ml.md, "Active learning", setup D): 38 unseen supercells,
+    # 0.20 meV/Å against a force rms of 44 meV/Å (0.45 %); κxx(300 K) -3.6 % from 10 pw.x runs
+    assert rmse < 0.02 * rms, (rmse, rms)
+    assert abs(err) < 0.10, err
 
 
 def test_a_kill_mid_round_then_a_rerun_recomputes_no_pwx_run_and_no_training(tmp_path):
@@ -120,5 +122,3 @@ def test_a_kill_mid_round_then_a_rerun_recomputes_no_pwx_run_and_no_training(tmp
     assert len(set(keys)) == len(keys), "a pw.x run was repeated after the kill"
     assert (R / "final/summary.json").exists()
 
-
-BOUND_KAPPA = 0.5  # see docs/ml.md, "Active learning": the measured error of the shipped settings
