@@ -139,9 +139,10 @@ def fit_baseline(manifest_path, disp_yaml_path, store_dir, keys, out_path, repor
     try:
         fc2, fc3, rep = symfc_fit(ph3, u, f, cutoff_ang)
         orders, note = "fc2+fc3", f"FC2 {rep.n_parameters_fc2} + FC3 {rep.n_parameters_fc3} parameters"
-    except UnderdeterminedFitError as exc:
+    except UnderdeterminedFitError:
         fc2, fc3, orders = _fc2_only(ph3, u, f), None, "fc2"
-        note = f"FC3 not determined yet ({str(exc).split(':')[0]}), FC2 only"
+        note = (f"FC3 not determined yet by {len(used)} runs ({independent_force_equations(len(used), len(sc))} "
+                "force equations), FC2 only")
     baseline = Baseline(base.positions_ang, cell, fc2, fc3, orders)
     baseline.save(out_path)
     pred = np.array([baseline.forces_energy(p + base.positions_ang)[0] for p in u])
