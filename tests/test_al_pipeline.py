@@ -115,6 +115,8 @@ def test_a_kill_mid_round_then_a_rerun_recomputes_no_pwx_run_and_no_training(tmp
               + list(R.glob("round*/models/member*/model.npz"))}
     n_before = len(mock_invocations(log))
     assert any("models" in str(p) for p in before) and n_before > 1
+    # a hard kill leaves Snakemake's lock: the README's `snakemake --unlock` first, then the same command
+    run_snakemake(work, "--unlock", "al", "--configfile", "kill.yaml")
     run_snakemake(work, "al", "--configfile", "kill.yaml", env={"KAPPAFLOW_MOCK_PW_LOG": str(log)}, timeout=5400)
     for path, mtime in before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
