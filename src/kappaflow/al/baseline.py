@@ -59,6 +59,19 @@ class Baseline:
             e += -float(np.sum(f3 * u)) / 3.0
         return f, e
 
+    def corrected(self, prediction: dict, atoms, what: str = "structure") -> dict:
+        """A committee prediction of the residual (``Committee.predict_many``) plus the baseline: mean and
+        members' forces, mean and members' energies."""
+        f, e = self.forces_energy(atoms.positions, np.asarray(atoms.cell), what)
+        out = dict(prediction)
+        out["forces_ev_per_ang"] = np.asarray(prediction["forces_ev_per_ang"], dtype=np.float64) + f
+        out["energy_ev"] = float(prediction["energy_ev"]) + e
+        if "members_forces" in prediction:
+            out["members_forces"] = np.asarray(prediction["members_forces"], dtype=np.float64) + f[None]
+        if "members_energy_ev" in prediction:
+            out["members_energy_ev"] = np.asarray(prediction["members_energy_ev"], dtype=np.float64) + e
+        return out
+
     def save(self, path) -> None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -74,6 +87,15 @@ class Baseline:
 
 def load_optional(path) -> Baseline | None:
     return Baseline.load(path) if path else None
+
+
+def with_baseline(baseline_path, predictions: list, structures: list, keys=None) -> list:
+    """Committee predictions with the baseline of ``baseline_path`` added (unchanged without one)."""
+    baseline = load_optional(baseline_path)
+    if baseline is None:
+        return list(predictions)
+    names = keys if keys is not None else [f"structure {n}" for n in range(len(structures))]
+    return [baseline.corrected(p, a, str(k)) for p, a, k in zip(predictions, structures, names)]
 
 
 def _fc2_only(ph3, u, f):

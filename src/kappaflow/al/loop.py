@@ -134,16 +134,16 @@ def selected_outputs(selected_paths, store_dir, on_failure: str = "skip") -> lis
     return [str(Path(store_dir) / k / "pw.out") for k in computed_keys(selected_paths, store_dir, on_failure)]
 
 
-def measured_wall_times(store_dir, keys) -> dict[int, list[float]]:
+def measured_wall_times(store_dir, n_atoms: dict) -> dict[int, list[float]]:
+    """WALL times (s) of the finished runs ``n_atoms`` names (key -> atoms, from the pool), by size."""
     from kappaflow.dft import _wall_time_or_none
-    from kappaflow.qe.pwout import read_pw_output
 
     out: dict[int, list[float]] = {}
-    for key in keys:
+    for key, n in n_atoms.items():
         path = Path(store_dir) / key / "pw.out"
         t = _wall_time_or_none(path) if path.exists() else None
         if t is not None:
-            out.setdefault(len(read_pw_output(path).forces_ev_per_ang), []).append(t)
+            out.setdefault(int(n), []).append(t)
     return out
 
 
@@ -154,7 +154,8 @@ def candidate_costs(pool: list[dict], store_dir, done_keys, nodes_per_job: float
     one second per run; nan when neither is known (the budget then counts runs only)."""
     from kappaflow.plan import CostModel
 
-    measured = {n: float(np.median(t)) for n, t in measured_wall_times(store_dir, done_keys).items()}
+    sizes = {c["key"]: c["n_atoms"] for c in pool if c["key"] in set(done_keys)}
+    measured = {n: float(np.median(t)) for n, t in measured_wall_times(store_dir, sizes).items()}
     model = CostModel(measured=measured, reference=cost_reference)
     costs, source = [], "relative only"
     for c in pool:
@@ -164,12 +165,13 @@ def candidate_costs(pool: list[dict], store_dir, done_keys, nodes_per_job: float
     return costs, source
 
 
-def _kappa_at(path, temperature_k: float) -> np.ndarray:
+def kappa_at(path, temperature_k: float):
+    """The κ table of ``path`` and its diagonal (W/mK) at the tabulated temperature nearest ``temperature_k``."""
     from kappaflow.bte import read_kappa_csv
 
     k = read_kappa_csv(path)
     i = int(np.argmin(np.abs(k.temperatures_k - temperature_k)))
-    return np.diag(k.kappa_w_per_mk[i]).astype(np.float64)
+    return k, np.diag(k.kappa_w_per_mk[i]).astype(np.float64)
 
 
 def force_tolerance(settings: AlSettings) -> tuple[float, str]:
@@ -238,7 +240,7 @@ def select_round(round_index: int, pool_path, previous_selected: list, store_dir
     tol, tol_source = force_tolerance(settings)
     sow_scores = scores[scores["family"].str.startswith(FAMILY_SOW) | scores["in_fit"].astype(bool)]
     sigma_fit = float(scores.loc[scores["in_fit"].astype(bool), "sigma_max_ev_per_ang"].max())
-    kappas = [_kappa_at(p, settings.kappa_temperature_k) for p in (kappa_paths or [])]
+    kappas = [kappa_at(p, settings.kappa_temperature_k)[1] for p in (kappa_paths or [])]
     change = (float(np.max(np.abs(kappas[-1] / kappas[-2] - 1.0))) if len(kappas) >= 2 else None)
     record.update(sigma_max_fit_ev_per_ang=sigma_fit, force_tolerance_ev_per_ang=tol, tolerance_source=tol_source,
                   kappa_diag_w_per_mk=[k.tolist() for k in kappas], kappa_change=change,
@@ -327,16 +329,13 @@ def predict_pool(model_dirs, pool_path, manifest_path, store_dir, gvectors_path,
         rows.setdefault(key, {"key": key, "family": f"{FAMILY_SOW}:not-in-pool", "in_fit": True})["in_fit"] = True
     trained = set(json.loads(Path(training_index).read_text())["examples"])
     keys = sorted(rows)
-    from kappaflow.al.baseline import load_optional
+    from kappaflow.al.baseline import with_baseline
 
-    baseline = load_optional(baseline_path)
     structures = [read_pw_input(Path(store_dir) / k / "pw.in").atoms for k in keys]
-    predictions = committee.predict_many(structures)
-    for key, pred, atoms in zip(keys, predictions, structures):
+    predictions = with_baseline(baseline_path, committee.predict_many(structures), structures, keys)
+    for key, pred in zip(keys, predictions):
         std = np.asarray(pred["forces_std_ev_per_ang"], dtype=np.float64)
         forces = np.asarray(pred["forces_ev_per_ang"], dtype=np.float64)
-        if baseline is not None:
-            forces = forces + baseline.forces_energy(atoms.positions, np.asarray(atoms.cell), key)[0]
         rows[key].update(trained=key in trained, sigma_max_ev_per_ang=float(std.max()),
                          sigma_rms_ev_per_ang=float(np.sqrt(np.mean(std**2))),
                          force_max_ev_per_ang=float(np.abs(forces).max()))

@@ -12,23 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from kappaflow.al.loop import FAMILY_SOW, computed_keys, read_pool, read_selected
+from kappaflow.al.loop import (FAMILY_SOW, computed_keys, final_dft_keys, force_tolerance, kappa_at, read_pool,
+                               read_selected)
 from kappaflow.al.settings import AlSettings
 from kappaflow.steps import atomic_path, progress
 
 AXES = ("xx", "yy", "zz")
 
 
-def _kappa(path, temperature_k):
-    from kappaflow.bte import read_kappa_csv
-
-    k = read_kappa_csv(path)
-    i = int(np.argmin(np.abs(k.temperatures_k - temperature_k)))
-    return k, np.diag(k.kappa_w_per_mk[i])
-
-
 def heldout_errors(al_dir, store_dir, stop_round: int, members, on_failure: str) -> list[dict]:
     """Per round r < stop − 1 and member: force RMSE of committee r on the computed batch of round r + 1."""
+    from kappaflow.al.baseline import with_baseline
     from kappaflow.ml.model import Committee
     from kappaflow.qe.pwin import read_pw_input
     from kappaflow.qe.pwout import read_pw_output
@@ -37,21 +31,13 @@ def heldout_errors(al_dir, store_dir, stop_round: int, members, on_failure: str)
     rows = []
     for r in range(stop_round - 1):
         nxt = al_dir / f"round{r + 1}" / "selected.json"
-        keys = [k for k in computed_keys([nxt], store_dir, on_failure)]
+        keys = computed_keys([nxt], store_dir, on_failure)
         if not keys:
             continue
         committee = Committee.load([str(al_dir / f"round{r}" / "models" / f"member{m}") for m in members])
         atoms = [read_pw_input(store_dir / k / "pw.in").atoms for k in keys]
-        preds = committee.predict_many(atoms)
-        path = al_dir / f"round{r}" / "baseline" / "baseline.npz"
-        if path.exists():  # Δ-learning: the committee predicts what the baseline leaves
-            from kappaflow.al.baseline import Baseline
-
-            b = Baseline.load(path)
-            for p, a in zip(preds, atoms):
-                f_base = b.forces_energy(a.positions, np.asarray(a.cell))[0]
-                p["forces_ev_per_ang"] = np.asarray(p["forces_ev_per_ang"]) + f_base
-                p["members_forces"] = np.asarray(p["members_forces"]) + f_base[None]
+        path = al_dir / f"round{r}" / "baseline" / "baseline.npz"  # Δ-learning: the committee predicts the residual
+        preds = with_baseline(path if path.exists() else None, committee.predict_many(atoms), atoms, keys)
         ref = np.concatenate([read_pw_output(store_dir / k / "pw.out", expected_n_atoms=len(a)).forces_ev_per_ang
                               for k, a in zip(keys, atoms)])
         mean = np.concatenate([p["forces_ev_per_ang"] for p in preds])
@@ -84,7 +70,7 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     n_runs = [len(computed_keys(selected_paths[: r + 1], store_dir, settings.on_failure)) for r in range(stop)]
     rounds = []
     for r in range(stop):
-        _, k = _kappa(kappa_paths[r], T)
+        _, k = kappa_at(kappa_paths[r], T)
         scores = pd.read_csv(score_paths[r])
         fit = scores[scores["in_fit"].astype(bool)]
         rounds.append({"round": r, "pw_runs_total": n_runs[r], "pw_runs_new": len(selected[r]["keys"]),
@@ -96,7 +82,7 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     table = pd.DataFrame(rounds)
     ref = None
     if reference_kappa and Path(reference_kappa).exists():
-        _, ref = _kappa(reference_kappa, T)
+        _, ref = kappa_at(reference_kappa, T)
         for i, a in enumerate(AXES):
             table[f"kappa_{a}_rel_error"] = table[f"kappa_{a}"] / ref[i] - 1.0
     with atomic_path(out["rounds"]) as tmp:
@@ -111,13 +97,13 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     cmap = plt.get_cmap("viridis")
     for r in range(stop):
-        k, _ = _kappa(kappa_paths[r], T)
+        k, _ = kappa_at(kappa_paths[r], T)
         ax.plot(k.temperatures_k, k.kappa_w_per_mk[:, 0, 0], color=cmap(r / max(stop - 1, 1)), lw=1,
                 label=f"round {r} ({n_runs[r]} pw.x runs)")
-    kf, kf300 = _kappa(final_kappa, T)
+    kf, kf300 = kappa_at(final_kappa, T)
     ax.plot(kf.temperatures_k, kf.kappa_w_per_mk[:, 0, 0], "k--", lw=1.5, label="final")
     if ref is not None:
-        kr, _ = _kappa(reference_kappa, T)
+        kr, _ = kappa_at(reference_kappa, T)
         ax.plot(kr.temperatures_k, kr.kappa_w_per_mk[:, 0, 0], "r:", lw=2, label="DFT route (every supercell)")
     ax.set_xlabel("T (K)")
     ax.set_ylabel(r"$\kappa_{xx}$ (W/mK)")
@@ -154,8 +140,7 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
         labels = shown["family"].replace({f"{FAMILY_SOW}:not-in-pool": "sow (pair-displaced, not in the pool)"})
         for fam, g in shown.groupby(labels):
             ax.loglog(g["force_max_ev_per_ang"], np.maximum(g["sigma_max_ev_per_ang"], 1e-12) * 1000, ".", label=fam)
-        ax.axhline((settings.force_tolerance_ev_per_ang or 0) * 1000, color="r", lw=0.8, ls="--",
-                   label="force tolerance")
+        ax.axhline(force_tolerance(settings)[0] * 1000, color="r", lw=0.8, ls="--", label="force tolerance")
         ax.legend(fontsize=7)
     ax.set_xlabel("largest |F| component (eV/Å, committee mean)")
     ax.set_ylabel("largest committee σ (meV/Å)")
@@ -164,12 +149,7 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     save_figure(fig, out["disagreement"])
 
     prov = json.loads((Path(final_store) / "provenance.json").read_text())
-    high = []
-    if last is not None:
-        from kappaflow.al.loop import force_tolerance
-
-        tol, _ = force_tolerance(settings)
-        high = sorted(last.loc[last["in_fit"].astype(bool) & (last["sigma_max_ev_per_ang"] >= tol), "key"].tolist())
+    high = final_dft_keys(score_paths[-1], al_cfg) if score_paths else []
     n_pw = len(computed_keys(selected_paths, store_dir, settings.on_failure))
     summary = {"stop_round": stop, "stop_reason": selected[-1]["reason"], "pw_runs": n_pw,
                "pw_runs_failed": selected[-1].get("failed_keys", []), "pool_size": len(pool),

@@ -342,18 +342,14 @@ def infer(model_dirs, manifest_path, store_dir, gvectors_path, forces_path, sigm
     t0 = time.perf_counter()
     predictions = committee.predict_many(structures)
     t_total = time.perf_counter() - t0
-    mean, spread, reference, energies = {}, {}, {}, {}
-    from kappaflow.al.baseline import load_optional
+    from kappaflow.al.baseline import with_baseline
 
-    baseline = load_optional(baseline_path)
-    for key, pred, atoms in zip(keys, predictions, structures):
+    predictions = with_baseline(baseline_path, predictions, structures, list(keys))
+    mean, spread, reference, energies = {}, {}, {}, {}
+    for key, pred in zip(keys, predictions):
         mean[key] = pred["forces_ev_per_ang"]
         spread[key] = pred["forces_std_ev_per_ang"]
         energies[key] = float(pred["energy_ev"])
-        if baseline is not None:
-            f_base, e_base = baseline.forces_energy(atoms.positions, np.asarray(atoms.cell), key)
-            mean[key] = np.asarray(mean[key], dtype=np.float64) + f_base
-            energies[key] += e_base
         out = Path(store_dir) / key / "pw.out"
         reference[key] = (read_pw_output(out, expected_n_atoms=keys[key]).forces_ev_per_ang if out.exists()
                           else np.full_like(mean[key], np.nan))
