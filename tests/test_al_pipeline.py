@@ -85,7 +85,11 @@ def test_final_committee_is_judged_on_supercells_it_never_trained_on(al_run):
     assert abs(err) < 0.10, err
 
 
-def test_a_kill_mid_round_then_a_rerun_recomputes_no_pwx_run_and_no_training(tmp_path):
+def test_a_failed_pwx_run_then_a_kill_mid_round_then_a_rerun_recomputes_nothing(tmp_path):
+    """One seed candidate's pw.x crashes: the run stops naming it (the rest of the batch finishes with
+    --keep-going); the same command without the fault goes on without it (on_failure: skip, the default)
+    and is killed once round 1 trains; `--unlock` and the same command again finish the loop without
+    recomputing a pw.x run or a training, and the failed run is listed, counted and never run again."""
     work = copy_workflow(tmp_path)
     log = work / "mock.log"
     env = dict(os.environ, KAPPAFLOW_MOCK_PW_LOG=str(log))
@@ -95,10 +99,22 @@ def test_a_kill_mid_round_then_a_rerun_recomputes_no_pwx_run_and_no_training(tmp
     shipped["ml"]["train"]["epochs"] = 200
     shipped["ml"]["al"]["max_pw_runs"] = 8
     (work / "kill.yaml").write_text(yaml.safe_dump(shipped))
+    R = work / "results/si/al"
+    store = work / "results/si/dft"
+    run_snakemake(work, str(R.relative_to(work) / "round0/selected.json"), "--configfile", "kill.yaml")
+    seed = json.loads((R / "round0/selected.json").read_text())["keys"]
+    victim = seed[1]
+    crashed = run_snakemake(work, "--keep-going", "al", "--configfile", "kill.yaml", check=False,
+                            env={"KAPPAFLOW_MOCK_PW_LOG": str(log),
+                                 "KAPPAFLOW_MOCK_PW_FAULT": f"crash@{store}/{victim}"})
+    assert crashed.returncode != 0
+    assert "Error in rule dft" in crashed.stderr and victim in crashed.stderr, crashed.stderr[-3000:]
+    assert (store / victim / "failure.json").exists() and not (store / victim / "pw.out").exists()
+    assert all((store / k / "pw.out").exists() for k in seed if k != victim)  # --keep-going: the rest ran
+    assert not (R / "round0/models").exists()
     cmd = ["snakemake", "--cores", "2", "al", "--configfile", "kill.yaml"]
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    R = work / "results/si/al"
     # round 1: its batch ran, member 0 trained and member 1 started (so Snakemake has recorded member 0
     # as finished: the trainings run one after the other on 2 cores)
     target = R / "logs/train_1_1.log"
@@ -121,6 +137,11 @@ def test_a_kill_mid_round_then_a_rerun_recomputes_no_pwx_run_and_no_training(tmp
     for path, mtime in before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     keys = [r[1] for r in mock_invocations(log)]
-    assert len(set(keys)) == len(keys), "a pw.x run was repeated after the kill"
-    assert (R / "final/summary.json").exists()
+    assert len(set(keys)) == len(keys), "a pw.x run was repeated after the failure or the kill"
+    assert not (store / victim / "pw.out").exists()
+    round1 = json.loads((R / "round1/selected.json").read_text())
+    assert round1["failed_keys"] == [victim] and victim not in round1.get("keys", [])
+    assert round1["spent_pw_runs"] == len(seed)  # a failed run is spent budget
+    summary = json.loads((R / "final/summary.json").read_text())
+    assert victim in json.dumps(summary), "the summary does not list the failed run"
 

@@ -15,6 +15,12 @@ What the test changes relative to the user's command, and why:
 - KAPPAFLOW_MOCK_PW_LOG (and, in the failure test, KAPPAFLOW_MOCK_PW_FAULT): the mock's test hooks.
 - The ML run adds `ml_test.yaml` after the shipped config: one committee member, 20 epochs, displacement
   data only, so that training takes a minute; nothing of the DFT route depends on `ml:`.
+- The active-learning run (`snakemake al --profile leonardo --configfile config/mock/si_al.yaml`, the shipped
+  AL config, in the same folder after the DFT route) adds `al_test.yaml`: two members, 20 epochs, a pool of
+  small random displacements only (the sow's supercells are all in the store by then and would cost no
+  pw.x job) and the seed round only (`max_rounds: 0`: the round's pw.x, training, inference and κ jobs, then
+  the final κ; a second round repeats the same jobs and took 7 more minutes), so that it checks where the
+  loop's jobs run, not accuracy.
 """
 import json
 import os
@@ -35,6 +41,10 @@ SHIPPED = "config/mock/si.yaml"
 ML_TEST = {"ml": {"aimd": {"enabled": False}, "train": {"data": "disp", "epochs": 20, "committee_size": 1}}}
 MODEL = "results/si/ml/models/disp-full/member0/model.npz"
 POLL = ["--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "10"]
+AL_SHIPPED = "config/mock/si_al.yaml"
+AL_TEST = {"ml": {"train": {"epochs": 20, "committee_size": 2},
+                  "al": {"pool_sow": False, "pool_amplitudes_ang": [0.01, 0.03], "pool_random_per_amplitude": 4,
+                         "max_rounds": 0}}}
 LEONARDO_MODULES = {"pwx": ["profile/chem-phys", "quantum-espresso"], "tensorflow": ["profile/deeplrn", "cineca-ai"]}
 
 
@@ -278,3 +288,42 @@ def test_failing_pwx_is_reported_and_the_rerun_completes_only_what_is_missing(cl
     # pw.x ran for that supercell only: twice failing (run + retry), once in the rerun
     assert [entry[1] for entry in mock_invocations(log)] == [victim] * 3
     assert (work / "results/si/bte/kappa.csv").read_text() == kappa_before
+
+
+@pytest.fixture(scope="module")
+def al_slurm_run(cluster_run, slurm):
+    """The seed round of active learning and the final κ, on the cluster."""
+    work, _, _ = cluster_run
+    (work / "al_test.yaml").write_text(yaml.safe_dump(AL_TEST))
+    log = work / "mock_al.log"
+    before = job_ids(slurm)
+    proc = slurm_snakemake(work, "al", configfiles=(AL_SHIPPED, "al_test.yaml"), env={"KAPPAFLOW_MOCK_PW_LOG": str(log)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    ran = [entry[1] for entry in mock_invocations(log)]
+    # pw.x jobs, 2 members' training and at least the pool, baseline and report jobs
+    return work, ran, new_records(slurm, before, len(ran) + 2 + 3)
+
+
+def test_active_learning_ran_pwx_on_the_booster_and_training_on_one_gpu_per_member(al_slurm_run):
+    """The seed round on the cluster: its pw.x jobs on the Booster, one GPU job per member, the round's and
+    the final κ (a group job on a node, which reads the loop's checkpoints through its inputs)."""
+    work, ran, rows = al_slurm_run
+    R = work / "results/si/al"
+    rounds = [json.loads((R / f"round{r}/selected.json").read_text()) for r in range(2)]
+    assert not rounds[0].get("stop") and rounds[1]["stop"] and "max_rounds" in rounds[1]["reason"]
+    selected = rounds[0]["keys"]
+    assert sorted(ran) == sorted(selected) and len(set(ran)) == len(ran) == 2  # each selected run once
+    dft = [r for r in rows if r["rule"] == "dft"]
+    assert sorted(r["Comment"].split("_wildcards_")[1] for r in dft) == sorted(selected)
+    for r in dft:
+        assert_booster_pwx_job(r)
+    train = [r for r in rows if r["rule"] == "al_train"]
+    assert len(train) == 2  # one job per member
+    for r in train:
+        t = tres(r)
+        assert r["Partition"] == "boost_usr_prod" and t["gres/gpu"] == "1" and r["State"] == "COMPLETED", r
+    assert not [r for r in rows if r["rule"] in ("relax", "sow")]  # the DFT route's relax and sow were reused
+    assert all(r["State"] == "COMPLETED" for r in rows)
+    summary = json.loads((R / "final/summary.json").read_text())
+    assert summary["pw_runs"] == 2 and summary["pw_runs_failed"] == []
+    assert read_kappa_csv(R / "final/bte/kappa.csv").kappa_w_per_mk.shape[0] > 0

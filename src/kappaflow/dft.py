@@ -201,7 +201,7 @@ def run_pw(input_path, output_path, pw_command: str, keep_scratch: bool = False,
             rescue_path = here / RESCUE_INPUT
             rescue_path.write_text(text)
             log(f"pw.x: {exc.reason} in {input_path}; SCF rescue from {rescue_path}: {_describe(changes)}")
-            first_wall = _wall_time_or_none(unconverged)
+            first_wall = wall_time_or_none(unconverged)
             try:
                 run, partial, elapsed = _attempt(rescue_path, output_path, work, pw_command, n_atoms, run_env,
                                                  log, identity)
@@ -262,7 +262,8 @@ def run_scaling_pw(input_path, output_path, scaling_cfg: dict, ranks: int) -> fl
     return wall
 
 
-def _wall_time_or_none(path) -> float | None:
+def wall_time_or_none(path) -> float | None:
+    """The WALL seconds a pw.x output reports, or None (no timing line, unreadable file)."""
     from kappaflow.qe.pwout import _WALL, parse_wall_time
 
     try:

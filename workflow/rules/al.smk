@@ -328,13 +328,17 @@ rule al_bte:
         fc3=f"{AL}/{{stage}}/fc/fc3.hdf5",
         fc2_shengbte=f"{AL}/{{stage}}/fc/FORCE_CONSTANTS_2ND",
         fc3_shengbte=f"{AL}/{{stage}}/fc/FORCE_CONSTANTS_3RD",
+        # the committee named in the provenance: an input, because the final stage's round is known from
+        # a checkpoint, and a job that runs on a node (a group job) may read a checkpoint only through
+        # its inputs
+        models=lambda wc: expand(f"{AL}/round{al_stage_round(wc.stage)}/models/member{{m}}/model.npz", m=AL_MEMBERS),
     output:
         kappa=f"{AL}/{{stage}}/bte/kappa.csv",
         provenance=f"{AL}/{{stage}}/bte/kappa.provenance.json",
     params:
         bte=config["bte"],
         workdir=lambda wc: f"{AL}/{wc.stage}/bte/shengbte",
-        provenance=lambda wc: {
+        provenance=lambda wc, input: {
             "route": "al",
             "manifest": f"{R}/sow/manifest.json",
             "disp_yaml": f"{R}/sow/phono3py_disp.yaml",
@@ -345,7 +349,7 @@ rule al_bte:
             "unitcell": config["unitcell"],
             "supercell_template": config["supercell_template"],
             "structure": f"{R}/structure/unitcell.json",
-            "models": expand(f"{AL}/round{al_stage_round(wc.stage)}/models/member{{m}}/model.npz", m=AL_MEMBERS),
+            "models": list(input.models),
             "ml": {"route": "active learning", "inject_mode": "hybrid",
                    "inject_provenance": f"{AL}/{wc.stage}/store/provenance.json",
                    "train": config["ml"]["train"], "descriptors": config["ml"]["descriptors"], "al": ALCFG},

@@ -49,7 +49,7 @@ def build_pool(structure_path, template_path, manifest_path, disp_yaml_path, sow
 
     While the stability gate is on, the sow's pair-displaced supercells stay out of the pool: the gate's
     promise is that none of them runs before FC2 from pw.x showed a stable lattice."""
-    from kappaflow.ml.steps import _undisplaced_supercell
+    from kappaflow.ml.steps import undisplaced_supercell
     from kappaflow.stability import gated_keys
 
     settings = AlSettings.from_config(al_cfg)
@@ -70,7 +70,7 @@ def build_pool(structure_path, template_path, manifest_path, disp_yaml_path, sow
                 continue
             candidates.setdefault(job["key"], {"key": job["key"], "family": f"{FAMILY_SOW}:{job['role']}",
                                                "n_atoms": int(job["n_atoms"]), "amplitude_ang": None})
-    base = _undisplaced_supercell(structure_path, sow_cfg)
+    base = undisplaced_supercell(structure_path, sow_cfg)
     rng = np.random.default_rng(settings.random_seed)
     for amplitude in settings.pool_amplitudes_ang:
         for _ in range(settings.pool_random_per_amplitude):
@@ -136,12 +136,12 @@ def selected_outputs(selected_paths, store_dir, on_failure: str = "skip") -> lis
 
 def measured_wall_times(store_dir, n_atoms: dict) -> dict[int, list[float]]:
     """WALL times (s) of the finished runs ``n_atoms`` names (key -> atoms, from the pool), by size."""
-    from kappaflow.dft import _wall_time_or_none
+    from kappaflow.dft import wall_time_or_none
 
     out: dict[int, list[float]] = {}
     for key, n in n_atoms.items():
         path = Path(store_dir) / key / "pw.out"
-        t = _wall_time_or_none(path) if path.exists() else None
+        t = wall_time_or_none(path) if path.exists() else None
         if t is not None:
             out.setdefault(int(n), []).append(t)
     return out
@@ -238,13 +238,11 @@ def select_round(round_index: int, pool_path, previous_selected: list, store_dir
         raise KappaflowError(f"{scores_path}: no committee score for pool candidate(s) {missing}")
     frame["score"] = frame["sigma_max_ev_per_ang"]
     tol, tol_source = force_tolerance(settings)
-    sow_scores = scores[scores["family"].str.startswith(FAMILY_SOW) | scores["in_fit"].astype(bool)]
     sigma_fit = float(scores.loc[scores["in_fit"].astype(bool), "sigma_max_ev_per_ang"].max())
     kappas = [kappa_at(p, settings.kappa_temperature_k)[1] for p in (kappa_paths or [])]
     change = (float(np.max(np.abs(kappas[-1] / kappas[-2] - 1.0))) if len(kappas) >= 2 else None)
     record.update(sigma_max_fit_ev_per_ang=sigma_fit, force_tolerance_ev_per_ang=tol, tolerance_source=tol_source,
-                  kappa_diag_w_per_mk=[k.tolist() for k in kappas], kappa_change=change,
-                  n_sow_supercells_scored=int(len(sow_scores)))
+                  kappa_diag_w_per_mk=[k.tolist() for k in kappas], kappa_change=change)
     converged = change is not None and change < settings.kappa_tolerance and sigma_fit < tol
     open_frame = frame[~frame["done"]]
     cheapest = float(open_frame["cost_node_hours"].min()) if len(open_frame) else float("inf")

@@ -25,7 +25,8 @@ ROLES = {"disp": ("base", "fc3", "fc2", "fc2_base"), "aimd": ("aimd",)}
 DATA_SETS = {"disp": ("disp",), "disp_aimd": ("disp", "aimd")}
 
 
-def _undisplaced_supercell(structure_path, sow_cfg):
+def undisplaced_supercell(structure_path, sow_cfg):
+    """The sow's undisplaced supercell (ASE atoms, species labels from the unit cell) of ``structure_path``."""
     unit = read_structure(structure_path)
     ph3 = sow.make_phono3py(unit, sow_settings(sow_cfg))
     labels_unit = labels_of(unit)
@@ -39,7 +40,7 @@ def plan_aimd(structure_path, template_path, sow_cfg: dict, dft_cfg: dict, aimd_
     """Write the md input of the FC3 supercell into the store; the plan names its key."""
     template = Path(template_path).read_text()
     check_template(template, str(template_path))
-    atoms = _undisplaced_supercell(structure_path, sow_cfg)
+    atoms = undisplaced_supercell(structure_path, sow_cfg)
     scf_text = sow.supercell_input_text(template, str(template_path), atoms, pw_overrides_for_supercells(dft_cfg))
     settings = aimd.AimdSettings.from_config(aimd_cfg)
     key = sow.store_input(store_dir, engine_for(dft_cfg), aimd.md_input_text(scf_text, settings, str(template_path)),
