@@ -227,7 +227,7 @@ def random_set(setup: Setup, n: int, seed: int, cutoff):
     return settings, generate_displacements(setup.unitcell, settings)
 
 
-def random_symfc(setup: Setup, n: int, seed: int, cutoff, cache: dict) -> dict:
+def random_symfc(setup: Setup, n: int, seed: int, cutoff) -> dict:
     """kappaflow's random route: the sow's determinacy check, then reap's symfc fit with its rank check;
     a refusal is a row with status ``refused`` and the message, never a κ."""
     from kappaflow.errors import KappaflowError
@@ -242,7 +242,6 @@ def random_symfc(setup: Setup, n: int, seed: int, cutoff, cache: dict) -> dict:
         return {"n_pw_runs": runs, "status": "refused", "note": f"sow: {exc}"}
     cells = ph3.supercells_with_displacements
     forces, energies = mock_dft([ph3.supercell] + list(cells))
-    cache[(n, seed)] = (ph3, forces, energies)
     table = {"base": {0: forces[0]}, "fc3": dict(enumerate(forces[1:]))}
     try:
         report = fit_force_constants(ph3, _manifest("random", n, cutoff), table,
@@ -267,8 +266,9 @@ def pypolymlp_point(setup: Setup, n: int, seed: int, params: dict | None) -> dic
     ph3.mlp_dataset = {"displacements": np.asarray(train.dataset["displacements"], dtype=np.float64),
                        "forces": np.array(forces, dtype=np.float64),
                        "supercell_energies": np.array(energies, dtype=np.float64)}
-    # with fewer than 10 supercells phono3py's split (the last 10 % as test set) would leave none or all
-    test_size = 0.1 if n >= 10 else 1.0 / max(n, 2)
+    # phono3py splits the set in order (the last test_size of it to choose the ridge penalty on): one
+    # supercell for the test, the rest for training; a single supercell cannot be split (phonopy raises)
+    test_size = 0.5 / n
     try:
         ph3.develop_mlp(params=params, test_size=test_size)
     except Exception as exc:  # noqa: BLE001 -- a failure of the external MLIP is a result, with its reason
@@ -474,6 +474,31 @@ def parse_al_results(values) -> dict:
     return out
 
 
+class PointCache:
+    """Computed points in OUT/points.json, keyed by method, seed, n and everything they depend on (the
+    unit cell, mesh, BTE settings, amplitude, cutoff): a rerun (e.g. once another AL run has finished)
+    computes only what is new."""
+
+    def __init__(self, path: Path, setup: Setup):
+        self.path = path
+        self.context = json.dumps({"cell": np.round(np.asarray(setup.unitcell.cell), 8).tolist(),
+                                   "positions": np.round(setup.unitcell.get_scaled_positions(), 8).tolist(),
+                                   "supercell": setup.supercell, "amplitude": setup.amplitude_ang,
+                                   "cutoff": setup.cutoff_ang, "mesh": setup.mesh, "T": setup.temperature_k,
+                                   "bte": {k: setup.bte[k] for k in ("method", "isotopes", "sigma_thz",
+                                                                     "boundary_mfp_um")}}, sort_keys=True)
+        self.points = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, method: str, seed, n: int, compute, extra: str = "") -> dict:
+        key = json.dumps([self.context, method, seed, n, extra])
+        if key not in self.points:
+            self.points[key] = compute()
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.points, indent=0))
+            tmp.replace(self.path)
+        return dict(self.points[key])
+
+
 def pypolymlp_available() -> str | None:
     try:
         import pypolymlp  # noqa: F401
@@ -507,42 +532,62 @@ def main(argv=None) -> int:
     say(f"unit cell {setup.unitcell_source}: |a| {cell[0]:.5f} Å; supercell {setup.supercell}, amplitude "
         f"{setup.amplitude_ang} Å, cutoff {setup.cutoff_ang} Å, mesh {setup.mesh}, {setup.bte['method']}")
     t0 = time.time()
+    points = PointCache(out / "points.json", setup)
     rows, references = [], {}
+
+    def shown(row):
+        return f"κxx {row['kappa_xx_300K']:.2f} W/mK" if row["status"] == "ok" else row["status"]
+
     for name, cutoff in (("fd-cutoff", setup.cutoff_ang), ("fd-nocutoff", None)):
+        def reference(cutoff=cutoff):
+            kappa, runs, report = fd_kappa(setup, cutoff, mock_dft)
+            return {"n_pw_runs": runs, "kappa_xx_300K": kappa, "status": "ok",
+                    "note": f"{report.n_supercells} displaced supercells + the undisplaced one, {runs} distinct"}
+
         say(f"reference {name}: systematic FD, mock forces, κ on {setup.mesh}")
-        kappa, runs, report = fd_kappa(setup, cutoff, mock_dft)
-        references[name] = (runs, kappa)
-        rows.append({"method": name, "seed": None, "n_pw_runs": runs, "kappa_xx_300K": kappa, "status": "ok",
-                     "note": f"{report.n_supercells} displaced supercells + undisplaced, {runs} distinct"})
-        say(f"  {name}: κxx {kappa:.3f} W/mK from {runs} runs ({time.time() - t0:.0f} s)")
-    for name, cutoff in (("random-symfc-cutoff", setup.cutoff_ang), ("random-symfc-nocutoff", None)):
-        cache: dict = {}
-        for seed in seeds:
-            for n in n_values:
-                row = random_symfc(setup, n, seed, cutoff, cache)
-                rows.append({"method": name, "seed": seed, **row})
-                shown = f"κxx {row['kappa_xx_300K']:.2f}" if row["status"] == "ok" else row["status"]
-                say(f"  {name} seed {seed} n {n}: {shown} ({time.time() - t0:.0f} s)")
+        row = points.get(name, None, 0, reference)
+        references[name] = (row["n_pw_runs"], row["kappa_xx_300K"])
+        rows.append({"method": name, "seed": None, **row})
+        say(f"  {name}: {shown(row)} from {row['n_pw_runs']} runs ({time.time() - t0:.0f} s)")
+    # most wanted first (a run cut short keeps its points in points.json): the cutoff fits, goal 1, the rest
+    order = [("random-symfc-cutoff", setup.cutoff_ang), ("committee", None), ("random-symfc-nocutoff", None),
+             ("pypolymlp", None)]
     skip = "--no-pypolymlp given" if args.no_pypolymlp else pypolymlp_available()
-    if skip:
-        say(f"pypolymlp skipped: {skip}")
-        rows.append({"method": "pypolymlp", "seed": None, "n_pw_runs": 0, "status": "not run", "note": skip})
-    else:
+    for name, cutoff in order:
+        if name == "committee":
+            for method, results in al.items():
+                label = f"qbc-{method}-committee-nocutoff"
+
+                def committee(results=results):
+                    force_fn, pw_runs, last = committee_forces(results)
+                    kappa, runs, _ = fd_kappa(setup, None, force_fn)
+                    return {"n_pw_runs": pw_runs, "kappa_xx_300K": kappa, "status": "ok",
+                            "note": f"round {last} committee + baseline on the {runs} no-cutoff FD supercells"}
+
+                say(f"AL {method} ({results}): the final committee on the no-cutoff FD set")
+                row = points.get(label, 0, 0, committee, extra=str(results))
+                rows.append({"method": label, "seed": 0, **row})
+                say(f"  {label}: {shown(row)} ({time.time() - t0:.0f} s)")
+            continue
+        if name == "pypolymlp" and skip:
+            say(f"pypolymlp skipped: {skip}")
+            rows.append({"method": "pypolymlp", "seed": None, "n_pw_runs": 0, "status": "not run", "note": skip})
+            continue
         for seed in seeds:
             for n in n_values:
-                row = pypolymlp_point(setup, n, seed, args.polymlp_params)
-                rows.append({"method": "pypolymlp", "seed": seed, **row})
-                shown = f"κxx {row['kappa_xx_300K']:.2f}" if row["status"] == "ok" else row["status"]
-                say(f"  pypolymlp seed {seed} n {n}: {shown} ({time.time() - t0:.0f} s)")
+                if name == "pypolymlp":
+                    row = points.get(name, seed, n, lambda: pypolymlp_point(setup, n, seed, args.polymlp_params),
+                                     extra=json.dumps(args.polymlp_params, sort_keys=True))
+                else:
+                    row = points.get(name, seed, n, lambda: random_symfc(setup, n, seed, cutoff))
+                rows.append({"method": name, "seed": seed, **row})
+                say(f"  {name} seed {seed} n {n}: {shown(row)} ({time.time() - t0:.0f} s)")
     for method, results in al.items():
         rows += al_rows(method, results)
-        say(f"AL {method}: {results}; committee forces on the no-cutoff FD set")
-        force_fn, pw_runs, last = committee_forces(results)
-        kappa, runs, _ = fd_kappa(setup, None, force_fn)
-        rows.append({"method": f"qbc-{method}-committee-nocutoff", "seed": 0, "n_pw_runs": pw_runs,
-                     "kappa_xx_300K": kappa, "status": "ok",
-                     "note": f"round {last} committee + baseline on the {runs} no-cutoff FD supercells"})
-        say(f"  committee of {method}: κxx {kappa:.2f} W/mK ({time.time() - t0:.0f} s)")
+    rank = {m: i for i, m in enumerate(["fd-cutoff", "fd-nocutoff", "random-symfc-cutoff", "random-symfc-nocutoff",
+                                        "pypolymlp", "qbc-pulp", "qbc-topn", "qbc-pulp-committee-nocutoff",
+                                        "qbc-topn-committee-nocutoff"])}
+    rows.sort(key=lambda r: (rank.get(r["method"], 99), r["n_pw_runs"], -1 if r["seed"] is None else r["seed"]))
     table = finish_rows(rows, references["fd-cutoff"][1], references["fd-nocutoff"][1])
     table.to_csv(out / "dft_bill.csv", index=False, float_format="%.8g")
     diff = references["fd-cutoff"][1] / references["fd-nocutoff"][1] - 1
