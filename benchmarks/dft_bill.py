@@ -256,7 +256,8 @@ def random_symfc(setup: Setup, n: int, seed: int, cutoff) -> dict:
 def pypolymlp_point(setup: Setup, n: int, seed: int, params: dict | None) -> dict:
     """phono3py's MLIP route on the n random supercells of (n, seed): develop_mlp on their mock-DFT
     forces and energies, evaluate_mlp on the no-cutoff finite-displacement set, FC3 without cutoff."""
-    from kappaflow.reap import fit_force_constants
+    from kappaflow.errors import KappaflowError
+    from kappaflow.reap import DEFAULT_MAX_FC2_FORCE_RESIDUAL, fit_force_constants
     from kappaflow.sow import SowSettings, generate_displacements
 
     _, train = random_set(setup, n, seed, None)
@@ -276,7 +277,11 @@ def pypolymlp_point(setup: Setup, n: int, seed: int, params: dict | None) -> dic
     ph3.evaluate_mlp()
     forces_fd = np.asarray(ph3.forces, dtype=np.float64)
     table = {"fc3": dict(enumerate(forces_fd))}
-    fit_force_constants(ph3, _manifest("systematic", len(forces_fd), None), table)
+    try:
+        fit_force_constants(ph3, _manifest("systematic", len(forces_fd), None), table,
+                            max_fc2_force_residual=DEFAULT_MAX_FC2_FORCE_RESIDUAL)
+    except KappaflowError as exc:  # e.g. an MLP of one training supercell that gives zero forces
+        return {"n_pw_runs": n, "status": "refused", "note": f"reap on the MLP's forces: {exc}"}
     return {"n_pw_runs": n, "kappa_xx_300K": kappa_xx(ph3, setup), "status": "ok",
             "note": f"MLP trained on {n} supercells (test_size {test_size:.2g}); FD without cutoff from the MLP"}
 
