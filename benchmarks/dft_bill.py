@@ -128,7 +128,8 @@ def make_setup(al_dirs: dict, quick: bool) -> Setup:
     bte = dict(cfg["bte"])
     mesh = [7, 7, 7] if quick else list(bte["mesh"])
     return Setup(unitcell, source, list(sow["supercell"]), float(sow["amplitude_ang"]),
-                 float(sow["pair_cutoff_ang"]), mesh, bte, float(cfg["ml"]["al"]["kappa_temperature_k"]))
+                 float(sow["pair_cutoff_ang"]), mesh, bte, float(cfg["ml"]["al"]["kappa_temperature_k"]),
+                 extra={"supercell_template": str(REPO / cfg["supercell_template"])})
 
 
 # --- forces ----------------------------------------------------------------------------------------
@@ -179,11 +180,15 @@ def committee_forces(results: Path, stop_round: int | None = None):
     return forces, int(summary["pw_runs"]), last
 
 
-def unique_runs(cells) -> int:
-    """Distinct supercells (a pw.x run each; the store key is a hash of the input, so equal structures
-    are one run)."""
-    keys = {np.round(np.asarray(c.positions, dtype=np.float64), 8).tobytes() for c in cells}
-    return len(keys)
+def unique_runs(cells, setup: "Setup") -> int:
+    """Distinct pw.x runs among phonopy supercells: distinct pw.x inputs as the sow writes them from the
+    supercell template (the store key is a hash of the input text, so equal inputs are one run)."""
+    from kappaflow.sow import supercell_input_text
+    from kappaflow.structure import from_phonopy
+
+    template = setup.extra["supercell_template"]
+    text = Path(template).read_text()
+    return len({supercell_input_text(text, template, from_phonopy(c)) for c in cells})
 
 
 # --- force constants and κ -------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def fd_kappa(setup: Setup, cutoff, force_fn) -> tuple[float, int, object]:
     table = {"base": {0: forces[0]}, "fc3": dict(zip(index, forces[1:]))}
     report = fit_force_constants(ph3, _manifest("systematic", len(cells), cutoff), table,
                                  max_fc2_force_residual=DEFAULT_MAX_FC2_FORCE_RESIDUAL)
-    return kappa_xx(ph3, setup), unique_runs([ph3.supercell] + [cells[i] for i in index]), report
+    return kappa_xx(ph3, setup), unique_runs([ph3.supercell] + [cells[i] for i in index], setup), report
 
 
 def random_set(setup: Setup, n: int, seed: int, cutoff):
