@@ -86,6 +86,9 @@ class FirstShellBaseline:
         from symfc.solvers.solver_O2O3 import prepare_normal_equation_O2O3
         from symfc.utils.utils import SymfcAtoms
 
+        from kappaflow.fitsize import independent_force_equations
+        from kappaflow.reap import normal_matrix_rank
+
         self.cell, self.positions = cell, positions
         n = len(positions)
         sym = Symfc(SymfcAtoms(cell=cell, scaled_positions=positions @ np.linalg.inv(cell), numbers=[14] * n),
@@ -93,8 +96,16 @@ class FirstShellBaseline:
         sym.compute_basis_set(orders=[2, 3])
         b2, b3 = sym.basis_set[2], sym.basis_set[3]
         n2 = b2.blocked_basis_set.shape[1]
+        n3 = b3.blocked_basis_set.shape[1]
         u, f = np.asarray(displacements), np.asarray(forces)
+        # the reap's determinacy checks: an underdetermined fit is an error, never a baseline
+        if independent_force_equations(len(u), n) < n2 + n3:
+            raise SystemExit(f"first-shell baseline: {len(u)} runs give {independent_force_equations(len(u), n)} "
+                             f"independent force equations for {n2 + n3} parameters")
         xtx, xty = prepare_normal_equation_O2O3(u.reshape(len(u), -1), f.reshape(len(u), -1), b2, b3)
+        rank, _ = normal_matrix_rank(xtx)
+        if rank < n2 + n3:
+            raise SystemExit(f"first-shell baseline: the runs determine {rank} of {n2 + n3} parameters")
         c = scipy.linalg.solve(xtx, xty, assume_a="pos")
         self.fc2 = (b2.compression_matrix @ (b2.blocked_basis_set @ c[:n2])).reshape(n, n, 3, 3)
         self.fc3 = (b3.compression_matrix @ (b3.blocked_basis_set @ c[n2:])).reshape((n,) * 3 + (3, 3, 3))
@@ -125,10 +136,12 @@ class FirstShellBaseline:
         return self._cache[key]
 
     def forces_energy(self, cell, positions, u):
+        """Forces and energy of displacements u from ``positions`` (the AL loop's Δ-learning baseline
+        formula, :class:`kappaflow.al.baseline.Baseline`, on the mapped constants)."""
+        from kappaflow.al.baseline import Baseline
+
         fc2, fc3 = self.force_constants(cell, positions)
-        f2 = -np.einsum("ijab,jb->ia", fc2, u, optimize=True)
-        f3 = -0.5 * np.einsum("ijkabc,jb,kc->ia", fc3, u, u, optimize=True)
-        return f2 + f3, -0.5 * float(np.sum(f2 * u)) - float(np.sum(f3 * u)) / 3.0
+        return Baseline(positions, cell, fc2, fc3, "fc2+fc3").forces_energy(positions + u, cell)
 
 
 def kappa_xx(n, forces_of):
