@@ -219,3 +219,47 @@ def test_baseline_fit_predicts_mock_forces_it_never_saw_and_its_forces_are_minus
     # a structure that is not a displaced copy of the supercell is refused
     with pytest.raises(KappaflowError, match="not a displaced copy"):
         b.forces_energy(x + 0.7)
+
+
+def test_aimd_snapshots_join_the_pool_and_their_md_run_is_billed(si_sow):
+    """ml.al.pool_aimd: a mock pw.x md run of the supercell (the ML route's plan_aimd / sow_snapshots),
+    its snapshots become candidates of family aimd, and the md run counts as spent before the seed."""
+    from kappaflow.ml.steps import plan_aimd, sow_snapshots
+
+    d = si_sow["dir"]
+    aimd_cfg = {"temperature_k": 300.0, "steps": 30, "timestep_fs": 1.0, "equilibration_steps": 10,
+                "n_snapshots": 4}
+    plan = plan_aimd(d / "unit.json", REPO / "config/systems/si/Si.sc.in", si_sow["sow"], si_sow["dft"], aimd_cfg,
+                     d / "dft", d / "aimd_plan.json", "mock")
+    md = d / "dft" / plan["md_key"]
+    dft.run_pw(md / "pw.in", md / "pw.out", MOCK, log=lambda _: None)
+    sow_snapshots(d / "aimd_plan.json", REPO / "config/systems/si/Si.sc.in", si_sow["dft"], d / "dft",
+                  d / "snapshots.json")
+    with pytest.raises(ConfigError, match="pool_aimd"):
+        _pool(si_sow, pool_aimd=True)
+    d = si_sow["dir"]
+    pool = loop.build_pool(d / "unit.json", REPO / "config/systems/si/Si.sc.in", d / "manifest.json",
+                           d / "disp.yaml", si_sow["sow"], si_sow["dft"], _al_cfg(pool_aimd=True), True, d / "dft",
+                           d / "pool.json", d / "snapshots.json")
+    aimd = [c for c in pool["candidates"] if c["family"] == "aimd"]
+    snaps = json.loads((d / "snapshots.json").read_text())
+    assert sorted(c["key"] for c in aimd) == sorted(j["key"] for j in snaps["jobs"]) and len(aimd) == 4
+    for c in aimd:  # a snapshot is a plain SCF input of the store (the md frame's positions)
+        assert read_pw_input(d / "dft" / c["key"] / "pw.in").atoms.positions.shape == (16, 3)
+    assert loop.pool_runs(d / "pool.json") == [{"key": plan["md_key"], "what": "AIMD pw.x md run",
+                                                "md_steps": snaps["n_frames"]}]
+    with pytest.raises(KappaflowError, match="spend the whole budget"):
+        _select(si_sow, 0, [], al={"pool_aimd": True, "max_pw_runs": 1})
+    seed = _select(si_sow, 0, [], al={"pool_aimd": True})
+    r1 = _select(si_sow, 1, [d / "sel0.json"], al={"pool_aimd": True, "max_pw_runs": len(seed["keys"]) + 1},
+                 scores_path=_flat_scores(d, pool), kappa_paths=[])
+    assert r1["spent_pw_runs"] == len(seed["keys"]) + 1 and r1["pool_runs"] == [plan["md_key"]]
+    assert r1["stop"] and r1["reason"].startswith("budget spent")
+
+
+def _flat_scores(d, pool):
+    rows = [{"key": c["key"], "family": c["family"], "in_fit": c["family"].startswith("sow"), "trained": False,
+             "sigma_max_ev_per_ang": 1e-4, "sigma_rms_ev_per_ang": 5e-5, "force_max_ev_per_ang": 0.1}
+            for c in pool["candidates"]]
+    pd.DataFrame(rows).to_csv(d / "flat_scores.csv", index=False)
+    return d / "flat_scores.csv"

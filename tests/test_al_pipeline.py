@@ -48,10 +48,34 @@ def test_al_uses_fewer_pwx_runs_than_the_systematic_sow(al_run):
     assert len(set(keys)) == len(keys), "a pw.x run was repeated"
     assert len(keys) - 1 == summary["pw_runs"] <= 12 < sow_runs, (summary, sow_runs)
     print("AL summary:", json.dumps(summary, indent=1))
-    for name in ("kappa_per_round.png", "heldout_rmse.png", "disagreement_vs_force.png", "rounds.csv", "heldout.csv"):
+    for name in ("kappa_per_round.png", "kappa_error_vs_runs.png", "heldout_rmse.png", "disagreement_vs_force.png", "rounds.csv", "heldout.csv"):
         assert (R / "al/final" / name).stat().st_size > 0
     rounds = pd.read_csv(R / "al/final/rounds.csv")
     assert list(rounds["pw_runs_total"]) == sorted(rounds["pw_runs_total"]) and rounds["pw_runs_total"].iloc[-1] == summary["pw_runs"]
+
+
+def test_every_round_adds_committee_md_snapshots_to_the_pool(al_run):
+    """The shipped config runs 300 K MD with each round's committee (ml.al.pool_temperatures_k): its
+    snapshots are pw.x inputs in the store, scored by the next committees, selectable like any other."""
+    work, runs = al_run
+    R = work / "results/si"
+    summary = json.loads((R / "al/final/summary.json").read_text())
+    md_keys = set()
+    for r in range(summary["stop_round"]):
+        md = json.loads((R / f"al/round{r}/md/pool.json").read_text())
+        assert md["round"] == r and md["candidates"], md
+        for rec in md["trajectories"]:
+            assert rec["temperature_k"] == 300 and not rec["stopped"], rec
+            assert abs(rec["mean_temperature_k"] / 300 - 1) < 0.5, rec
+        for c in md["candidates"]:
+            assert c["family"] == "md:300K" and (R / "dft" / c["key"] / "pw.in").exists()
+        keys_r = {c["key"] for c in md["candidates"]}
+        scores = pd.read_csv(R / f"al/round{r}/predict/scores.csv")
+        assert keys_r <= set(scores["key"]), f"round {r}: MD candidates without a committee score"
+        md_keys |= keys_r
+    ran = {r[1] for r in runs}
+    print(f"committee MD: {len(md_keys)} candidates over {summary['stop_round']} rounds, "
+          f"{len(md_keys & ran)} of them ran pw.x")
 
 
 def test_final_committee_is_judged_on_supercells_it_never_trained_on(al_run):

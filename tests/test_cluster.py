@@ -108,6 +108,15 @@ def test_training_asks_for_one_gpu_on_the_gpu_partition():
     assert "--gres=gpu:1" in opts and "--ntasks-per-gpu=1" in opts and "--cpus-per-task=8" in opts
 
 
+@pytest.mark.parametrize("rule", ["al_train", "al_infer", "al_predict", "al_md"])
+def test_active_learning_tensorflow_jobs_ask_for_one_gpu_on_the_gpu_partition(rule):
+    """Every active-learning job that runs the committee (training, inference, pool scores, committee MD)
+    goes to the Booster partition with one A100."""
+    opts = options(sbatch_call(job_of(rule)))
+    assert opts[opts.index("-p") + 1] == "boost_usr_prod"
+    assert "--gres=gpu:1" in opts and "--ntasks-per-gpu=1" in opts
+
+
 @pytest.mark.parametrize("rule", ["cost", "report", "dataset", "gvectors", "infer", "inject"])
 def test_light_jobs_go_to_the_serial_partition_without_gpus(rule):
     opts = options(sbatch_call(job_of(rule)))

@@ -94,3 +94,10 @@ def ry_time_to_fs(dt_ry):
 
 def fs_to_ry_time(dt_fs):
     return np.asarray(dt_fs, dtype=np.float64) / RY_TIME_FS
+
+
+def fs_to_ase_time(t_fs):
+    """fs to ASE's time unit (Å·sqrt(amu/eV)), for ASE dynamics."""
+    from ase import units as ase_units
+
+    return float(t_fs) * ase_units.fs

@@ -18,6 +18,16 @@ def al_outputs_upto(last):
     return selected_outputs(al_selected_upto(last), f"{R}/dft", ALCFG["on_failure"])
 
 
+def al_md_pools_upto(last):
+    """The committee-MD pools of rounds 0..last (ml.al.pool_temperatures_k; none when it is empty)."""
+    return [f"{AL}/round{i}/md/pool.json" for i in range(int(last) + 1)] if ALCFG["pool_temperatures_k"] else []
+
+
+def al_pools_upto(last):
+    """pool.json and the MD pools of rounds 0..last: the candidates a selection after round ``last`` sees."""
+    return [f"{AL}/pool.json"] + al_md_pools_upto(last)
+
+
 def al_stop_round():
     """The round whose selection said stop (walks the checkpoints one round at a time)."""
     r = 0
@@ -43,6 +53,8 @@ rule al_pool:
     envmodules:
         *config["modules"]["pwx"],
     input:
+        # ml.al.pool_aimd: the ML route's AIMD snapshots (after its pw.x md run, ml.aimd) join the pool
+        unpack(lambda wc: {"aimd_snapshots": f"{R}/aimd/snapshots.json"} if ALCFG["pool_aimd"] else {}),
         structure=f"{R}/structure/unitcell.json",
         template=config["supercell_template"],
         manifest=f"{R}/sow/manifest.json",
@@ -70,7 +82,7 @@ checkpoint al_select:
     conda:
         "../../envs/ml.yaml"
     input:
-        pool=f"{AL}/pool.json",
+        pool=lambda wc: al_pools_upto(int(wc.round) - 1),
         previous=al_select_inputs,
     output:
         f"{AL}/round{{round}}/selected.json",
@@ -244,7 +256,7 @@ rule al_predict:
     input:
         unpack(al_baseline),
         models=al_models,
-        pool=f"{AL}/pool.json",
+        pool=lambda wc: al_pools_upto(wc.round),
         manifest=f"{R}/sow/manifest.json",
         gvectors=f"{AL}/round{{round}}/gvectors.npz",
         index=f"{AL}/round{{round}}/dataset/index.json",
@@ -258,6 +270,35 @@ rule al_predict:
         f"{AL}/logs/predict_{{round}}.log",
     script:
         "../../scripts/al_predict.py"
+
+
+rule al_md:
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+        # each snapshot's store key holds pw.x's version, read by running the program once (kappaflow.engine):
+        # the pw.x modules too (or set dft.pw_version where pw.x cannot start on this rule's node)
+        *config["modules"]["pwx"],
+    input:
+        unpack(al_baseline),
+        models=al_models,
+        gvectors=f"{AL}/round{{round}}/gvectors.npz",
+        structure=f"{R}/structure/unitcell.json",
+        template=config["supercell_template"],
+    output:
+        f"{AL}/round{{round}}/md/pool.json",
+    params:
+        sow=config["sow"],
+        dft=config["dft"],
+        al=ALCFG,
+        store=f"{R}/dft",
+    wildcard_constraints:
+        round="[0-9]+",
+    log:
+        f"{AL}/logs/md_{{round}}.log",
+    script:
+        "../../scripts/al_md.py"
 
 
 def al_stage_round(stage):
@@ -386,12 +427,14 @@ rule al_report:
         *config["modules"]["tensorflow"],
     input:
         unpack(al_report_inputs),
-        pool=f"{AL}/pool.json",
+        pool=lambda wc: al_pools_upto(al_stop_round() - 1),
     output:
         summary=f"{AL}/final/summary.json",
         rounds=report(f"{AL}/final/rounds.csv", category="Active learning", caption="../report/al.rst"),
         heldout=report(f"{AL}/final/heldout.csv", category="Active learning", caption="../report/al.rst"),
         kappa=report(f"{AL}/final/kappa_per_round.png", category="Active learning", caption="../report/al.rst"),
+        kappa_error=report(f"{AL}/final/kappa_error_vs_runs.png", category="Active learning",
+                           caption="../report/al.rst"),
         rmse=report(f"{AL}/final/heldout_rmse.png", category="Active learning", caption="../report/al.rst"),
         disagreement=report(f"{AL}/final/disagreement_vs_force.png", category="Active learning",
                             caption="../report/al.rst"),

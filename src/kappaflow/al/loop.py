@@ -31,6 +31,7 @@ from kappaflow.steps import atomic_path, progress, pw_overrides_for_supercells
 
 FAMILY_SOW = "sow"
 FAMILY_RANDOM = "random"
+FAMILY_AIMD = "aimd"
 FAILURE_RECORD = "failure.json"  # written by kappaflow.dft next to a pw.out that could not be made
 
 
@@ -43,12 +44,16 @@ def random_displacements(n_atoms: int, amplitude_ang: float, rng) -> np.ndarray:
 
 
 def build_pool(structure_path, template_path, manifest_path, disp_yaml_path, sow_cfg: dict, dft_cfg: dict,
-               al_cfg: dict, stability_enabled: bool, store_dir, pool_path) -> dict:
+               al_cfg: dict, stability_enabled: bool, store_dir, pool_path, aimd_snapshots_path=None) -> dict:
     """The candidates of the loop, none computed: the sow's supercells and rattled copies of the undisplaced
     supercell at several amplitudes.  Their pw.x inputs go into the DFT store (``sow.store_input``).
 
     While the stability gate is on, the sow's pair-displaced supercells stay out of the pool: the gate's
-    promise is that none of them runs before FC2 from pw.x showed a stable lattice."""
+    promise is that none of them runs before FC2 from pw.x showed a stable lattice.
+
+    With ``ml.al.pool_aimd`` the AIMD snapshots (``aimd_snapshots_path``, the ML route's
+    ``aimd/snapshots.json``) join as family ``aimd``; the pw.x md run they come from has run by then, so
+    the pool names it (``aimd_md_key``) and the bill counts it (:func:`pool_runs`)."""
     from kappaflow.ml.steps import undisplaced_supercell
     from kappaflow.stability import gated_keys
 
@@ -80,11 +85,22 @@ def build_pool(structure_path, template_path, manifest_path, disp_yaml_path, sow
             key = sow.store_input(store_dir, engine, text, str(template_path))
             candidates.setdefault(key, {"key": key, "family": f"{FAMILY_RANDOM}:{float(amplitude):g}",
                                         "n_atoms": len(atoms), "amplitude_ang": float(amplitude)})
+    aimd_record = None
+    if settings.pool_aimd:
+        if not aimd_snapshots_path:
+            raise ConfigError("ml.al.pool_aimd is true but no AIMD snapshots were given (the ML route's "
+                              "aimd/snapshots.json)")
+        aimd_record = json.loads(Path(aimd_snapshots_path).read_text())
+        for job in aimd_record["jobs"]:
+            candidates.setdefault(job["key"], {"key": job["key"], "family": FAMILY_AIMD, "n_atoms": int(job["n_atoms"]),
+                                               "amplitude_ang": None, "md_frame": int(job["index"])})
     if not candidates:
         raise KappaflowError(f"{manifest_path}: the active-learning pool is empty (no sow supercell outside "
                              "the stability gate and no random supercells)")
     pool = {"candidates": sorted(candidates.values(), key=lambda c: (c["family"], c["key"])),
-            "n_gated_sow_supercells_left_out": n_gated, "settings": al_cfg}
+            "n_gated_sow_supercells_left_out": n_gated, "settings": al_cfg,
+            "runs_spent_making_the_pool": ([{"key": aimd_record["md_key"], "what": "AIMD pw.x md run",
+                                             "md_steps": int(aimd_record["n_frames"])}] if aimd_record else [])}
     with atomic_path(pool_path) as tmp:
         tmp.write_text(json.dumps(pool, indent=1))
     families = {}
@@ -96,8 +112,27 @@ def build_pool(structure_path, template_path, manifest_path, disp_yaml_path, sow
     return pool
 
 
-def read_pool(pool_path) -> list[dict]:
-    return json.loads(Path(pool_path).read_text())["candidates"]
+def read_pool(pool_paths) -> list[dict]:
+    """The candidates of ``pool.json`` and of the MD pools of the rounds so far (one path or a list; a
+    key listed twice is the same pw.x input, kept once, first listing first)."""
+    if isinstance(pool_paths, (str, Path)):
+        pool_paths = [pool_paths]
+    out: dict[str, dict] = {}
+    for path in pool_paths:
+        for c in json.loads(Path(path).read_text())["candidates"]:
+            out.setdefault(c["key"], c)
+    return list(out.values())
+
+
+def pool_runs(pool_paths) -> list[dict]:
+    """pw.x runs the pool itself cost (the AIMD md run with ``ml.al.pool_aimd``): in every bill."""
+    if isinstance(pool_paths, (str, Path)):
+        pool_paths = [pool_paths]
+    runs = {}
+    for path in pool_paths:
+        for run in json.loads(Path(path).read_text()).get("runs_spent_making_the_pool", []):
+            runs.setdefault(run["key"], run)
+    return list(runs.values())
 
 
 # --- rounds ---------------------------------------------------------------------------------------
@@ -209,8 +244,14 @@ def select_round(round_index: int, pool_path, previous_selected: list, store_dir
     costs, cost_source = candidate_costs(pool, store_dir, done_keys, dft_cfg["nodes_per_job"], cost_reference,
                                          k_points)
     known_cost = all(math.isfinite(c) for c in costs)
-    spent_runs = len(asked)
+    extra = pool_runs(pool_path)  # the AIMD md run (ml.al.pool_aimd): spent before round 0
+    spent_runs = len(asked) + len(extra)
     spent_nh = (sum(c for c, p in zip(costs, pool) if p["key"] in set(asked)) if known_cost else None)
+    if spent_nh is not None and extra:
+        from kappaflow.dft import wall_time_or_none
+
+        walls = [wall_time_or_none(Path(store_dir) / r["key"] / "pw.out") for r in extra]
+        spent_nh += sum(w for w in walls if w) / 3600.0 * float(dft_cfg["nodes_per_job"])
     runs_left = settings.max_pw_runs - spent_runs
     frame = pd.DataFrame({"key": [c["key"] for c in pool], "family": [c["family"] for c in pool],
                           "cost_node_hours": costs if known_cost else [1.0] * len(pool),
@@ -221,11 +262,15 @@ def select_round(round_index: int, pool_path, previous_selected: list, store_dir
     round_left = (settings.round_budget_node_hours if use_nh and settings.round_budget_node_hours else total_left)
     record = {"round": round_index, "keys": [], "stop": False, "reason": "", "spent_pw_runs": spent_runs,
               "spent_node_hours": spent_nh, "cost_source": cost_source, "failed_keys": failed_keys,
+              "pool_runs": [r["key"] for r in extra],
               "budget": {"max_pw_runs": settings.max_pw_runs, "budget_node_hours": settings.budget_node_hours,
                          "counted_in": "node-hours" if use_nh else "pw.x runs"}}
     if round_index == 0:
         n_seed = max(settings.seed_min, math.ceil(settings.seed_fraction * len(pool)))
-        n_seed = min(n_seed, settings.max_pw_runs)
+        n_seed = min(n_seed, settings.max_pw_runs - len(extra))
+        if n_seed < 1:
+            raise KappaflowError(f"ml.al.max_pw_runs = {settings.max_pw_runs}: the pool's own runs "
+                                 f"({len(extra)}, the AIMD md run of ml.al.pool_aimd) spend the whole budget")
         # exactly n_seed draws: the fraction n_seed / pool with n_seed as the minimum
         batch = select.seed_batch(frame.assign(score=0.0), n_seed / len(pool), n_seed,
                                   total_left if use_nh else float(n_seed), settings.random_seed)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kappaflow.al.loop import (FAMILY_SOW, computed_keys, final_dft_keys, force_tolerance, kappa_at, read_pool,
-                               read_selected)
+from kappaflow.al.loop import (FAMILY_SOW, computed_keys, final_dft_keys, force_tolerance, kappa_at, pool_runs,
+                               read_pool, read_selected)
 from kappaflow.al.settings import AlSettings
 from kappaflow.steps import atomic_path, progress
 
@@ -67,7 +67,9 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     selected = [read_selected(p) for p in selected_paths]
     stop = len(selected) - 1
     pool = read_pool(pool_path)
-    n_runs = [len(computed_keys(selected_paths[: r + 1], store_dir, settings.on_failure)) for r in range(stop)]
+    extra = pool_runs(pool_path)  # the AIMD md run of ml.al.pool_aimd: one pw.x run of many SCF steps
+    n_runs = [len(computed_keys(selected_paths[: r + 1], store_dir, settings.on_failure)) + len(extra)
+              for r in range(stop)]
     rounds = []
     for r in range(stop):
         _, k = kappa_at(kappa_paths[r], T)
@@ -113,6 +115,26 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
     ax.set_title(f"{title}: active learning, κ per round")
     save_figure(fig, out["kappa"])
 
+    # pw.x runs spent vs κ(T) error: against the DFT route when it ran here, else against the final κ
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    target, what = (ref, "the DFT route (every sow supercell)") if ref is not None else \
+        (kf300, "the final κ (no DFT route κ in this results folder)")
+    for i, a in enumerate(AXES):
+        if i and np.allclose(table[f"kappa_{a}"], table["kappa_xx"], rtol=1e-9):
+            continue  # a cubic crystal: yy, zz on top of xx
+        ax.plot(table["pw_runs_total"], 100 * (table[f"kappa_{a}"] / target[i] - 1.0), marker="o",
+                label=f"κ{a}, rounds 0..{stop - 1}")
+        ax.plot([n_runs[-1] if n_runs else 0], [100 * (kf300[i] / target[i] - 1.0)], "k*", ms=10,
+                label="final" if i == 0 else None)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axhspan(-5, 5, color="C2", alpha=0.12, label="±5 %")
+    ax.set_xlabel("pw.x runs spent (seed included)")
+    ax.set_ylabel(f"κ({T:g} K) error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title}: κ error vs DFT runs\n(relative to {what})", fontsize=9)
+    save_figure(fig, out["kappa_error"])
+
     # held-out force RMSE per member and round, and the committee's own spread
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     if len(held):
@@ -150,8 +172,9 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
 
     prov = json.loads((Path(final_store) / "provenance.json").read_text())
     high = final_dft_keys(score_paths[-1], al_cfg) if score_paths else []
-    n_pw = len(computed_keys(selected_paths, store_dir, settings.on_failure))
+    n_pw = len(computed_keys(selected_paths, store_dir, settings.on_failure)) + len(extra)
     summary = {"stop_round": stop, "stop_reason": selected[-1]["reason"], "pw_runs": n_pw,
+               "pw_runs_making_the_pool": extra,
                "pw_runs_failed": selected[-1].get("failed_keys", []), "pool_size": len(pool),
                "n_sow_supercells": len(prov["sources"]), "n_sow_supercells_dft": prov["n_dft"],
                "n_sow_supercells_ml": prov["n_ml"],

@@ -14,6 +14,14 @@ class AlSettings:
     pool_sow: bool = True
     pool_amplitudes_ang: list = field(default_factory=lambda: [0.01, 0.03, 0.1])
     pool_random_per_amplitude: int = 20
+    pool_temperatures_k: list = field(default_factory=list)
+    md_steps: int = 300
+    md_timestep_fs: float = 2.0
+    md_equilibration_steps: int = 100
+    md_snapshots: int = 8
+    md_friction_per_fs: float = 0.02
+    md_max_displacement_ang: float = 0.4
+    pool_aimd: bool = False
     seed_fraction: float = 0.1
     seed_min: int = 2
     method: str = "pulp"
@@ -45,4 +53,7 @@ class AlSettings:
         if not s.pool_sow and not (s.pool_amplitudes_ang and s.pool_random_per_amplitude > 0):
             raise ConfigError("ml.al: the pool is empty (pool_sow is false and no random supercells: "
                               "set ml.al.pool_amplitudes_ang and ml.al.pool_random_per_amplitude > 0)")
+        if s.pool_temperatures_k and s.md_equilibration_steps >= s.md_steps:
+            raise ConfigError(f"ml.al.md_equilibration_steps = {s.md_equilibration_steps} leaves none of "
+                              f"md_steps = {s.md_steps} for snapshots")
         return s

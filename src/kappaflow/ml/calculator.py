@@ -10,7 +10,10 @@
 * ``members_forces`` (M, n, 3) and ``members_energy`` (M,).
 
 A single :class:`~kappaflow.ml.model.NetworkPotential` is accepted as a one-member committee, and a list
-of model directories is loaded with :meth:`Committee.load`.  Stress is not implemented.
+of model directories is loaded with :meth:`Committee.load`.  With ``baseline`` (a
+:class:`kappaflow.al.baseline.Baseline`, the active-learning loop's Δ-learning fit) the committee predicts
+the residual and the calculator returns baseline + residual, as the loop's predictions do; the baseline
+holds for displaced copies of the sow's supercell only.  Stress is not implemented.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ __all__ = ["CommitteeCalculator"]
 class CommitteeCalculator(Calculator):
     implemented_properties = ["energy", "forces", "free_energy"]
 
-    def __init__(self, committee, params: MBPParameters | None = None, **kwargs):
+    def __init__(self, committee, params: MBPParameters | None = None, baseline=None, **kwargs):
         from kappaflow.ml.model import Committee, NetworkPotential
 
         if isinstance(committee, NetworkPotential):
@@ -45,11 +48,14 @@ class CommitteeCalculator(Calculator):
         super().__init__(**kwargs)
         self.committee = committee
         self.params = committee.params
+        self.baseline = baseline
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         desc = descriptors_for_atoms(self.atoms, self.params, derivatives=True)
         pred = self.committee.predict(desc)
+        if self.baseline is not None:
+            pred = self.baseline.corrected(pred, self.atoms, "CommitteeCalculator structure")
         self.results = {
             "energy": pred["energy_ev"],
             "free_energy": pred["energy_ev"],
