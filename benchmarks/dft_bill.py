@@ -1,11 +1,16 @@
-"""Benchmark: κxx(300 K) error against the number of pw.x runs, mock Si (the "DFT bill").
+"""Benchmark: κ(300 K) error against the number of pw.x runs, mock Si or mock GeS2 (the "DFT bill").
 
-The setup is the mock Si demo's (``config/mock/si_al.yaml`` over ``config/systems/si.yaml``): diamond Si,
+``--system si`` (the default) is the mock Si demo's (``config/mock/si_al.yaml`` over ``config/systems/si.yaml``): diamond Si,
 2×2×2 supercell of the 2-atom cell (16 atoms), displacement amplitude 0.01 Å, FC3 pair cutoff 4.0 Å,
 phono3py RTA on the configured q-mesh (19³, tetrahedron, isotopes on), κxx at 300 K.  "DFT" is the mock
 pw.x's force field (Stillinger–Weber Si, :func:`kappaflow.mock.potentials.stillinger_weber_si`), called
 in-process: every force evaluation counts as one pw.x run.  The relax is common to every route and is
 not counted.
+
+``--system ges2`` is the mock GeS2 of ``config/mock/ges2_al.yaml`` over ``config/systems/ges2.yaml``: the
+seed's 6-atom tetragonal cell, 3×3×1 supercell (54 atoms), 0.01 Å, FC3 within −3 neighbour shells (the
+sow's shell cutoff in Å), RTA on 11×11×4, κxx and κzz at 300 K; "DFT" is the mock's Morse network
+(``kappaflow-mock-pw --model ges2-morse``).  Each component has its own table, and the figure a row.
 
 Methods (one CSV row per point):
 
@@ -28,7 +33,7 @@ Methods (one CSV row per point):
     goal 1: the final committee of that run (models and Δ-learning baseline of its last round) predicts
     the forces of the no-cutoff finite-displacement set; FC3 without cutoff; κ.
 
-    python3 benchmarks/dft_bill.py --out DIR [--quick] [--al-results pulp=PATH --al-results topn=PATH]
+    python3 benchmarks/dft_bill.py --out DIR [--system si|ges2] [--quick] [--al-results pulp=PATH --al-results topn=PATH]
                                    [--run-al] [--no-pypolymlp]
 
 Writes DIR/dft_bill.csv, DIR/dft_bill.md (tables) and DIR/dft_bill.png (κ error vs pw.x runs).
@@ -54,16 +59,39 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-CONFIG = "config/mock/si_al.yaml"
-#: snakemake arguments after `al --configfile config/mock/si_al.yaml` per QBC batch rule (--config is merged
-#: key by key into the config files, so only ml.al.method changes)
+
+
+@dataclass(frozen=True)
+class System:
+    """What differs between the benchmarked systems: the AL config (over its system file), the κ
+    components reported, the random-set sizes (a no-cutoff fit of GeS2 needs ~32 supercells), the
+    pypolymlp sizes (the goals are at <= 10 runs) and the quick mesh."""
+    name: str
+    config: str
+    components: tuple
+    n_random: tuple
+    n_pypolymlp: tuple
+    quick_mesh: tuple
+    title: str
+
+
+SYSTEMS = {
+    "si": System("si", "config/mock/si_al.yaml", ("xx",), (1, 2, 3, 4, 6, 8), (1, 2, 3, 4, 6, 8), (7, 7, 7),
+                 "mock Si (Stillinger–Weber as the DFT), 2×2×2, 0.01 Å, RTA"),
+    "ges2": System("ges2", "config/mock/ges2_al.yaml", ("xx", "zz"), (1, 2, 3, 4, 6, 8, 16, 32, 40),
+                   (2, 3, 4, 6, 8), (5, 5, 2), "mock GeS2 (Morse network as the DFT), 3×3×1, 0.01 Å, RTA"),
+}
+#: the system of this run (main sets it from --system)
+SYSTEM = SYSTEMS["si"]
+#: snakemake arguments after `al --configfile <config>` per QBC batch rule (--config is merged key by key
+#: into the config files, so only ml.al.method changes)
 AL_CONFIGS = {"pulp": [], "topn": ["--config", 'ml={"al": {"method": "topn"}}']}
-N_RANDOM = (1, 2, 3, 4, 6, 8)
+AXIS_INDEX = {"xx": 0, "yy": 1, "zz": 2}
 SEEDS = (0, 1, 2)
 #: kappaflow draws snapshot i of a random set with seed random_seed + i: seeds this far apart share none
 SEED_STRIDE = 100
 GOAL_RUNS, GOAL_ERROR = 10, 0.05
-COLUMNS = ["method", "seed", "n_pw_runs", "kappa_xx_300K", "error_vs_cutoff_ref", "error_vs_nocutoff_ref",
+COLUMNS = ["method", "seed", "component", "n_pw_runs", "kappa_300K", "error_vs_cutoff_ref", "error_vs_nocutoff_ref",
            "status", "note"]
 WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs")
 
@@ -92,7 +120,7 @@ def load_config() -> dict:
     cwd = os.getcwd()
     os.chdir(REPO)  # the system file and its paths are relative to the repository
     try:
-        return kfconfig.load(CONFIG)
+        return kfconfig.load(SYSTEM.config)
     finally:
         os.chdir(cwd)
 
@@ -109,36 +137,63 @@ def relaxed_unitcell(cfg: dict, al_dirs: dict):
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
 
-    from kappaflow.mock.potentials import stillinger_weber_si
     from kappaflow.qe.pwin import read_pw_input
 
     atoms = read_pw_input(cfg["unitcell"]).atoms.copy()
-    atoms.calc = stillinger_weber_si()
-    BFGS(FrechetCellFilter(atoms, scalar_pressure=0.0), logfile=None, maxstep=0.1).run(fmax=1e-6, steps=200)
+    atoms.calc = mock_calculator(cfg)
+    BFGS(FrechetCellFilter(atoms, scalar_pressure=0.0), logfile=None, maxstep=0.1).run(fmax=1e-6, steps=400)
     atoms.calc = None
-    return atoms, f"{cfg['unitcell']} relaxed in-process with the mock's Stillinger-Weber (BFGS, fmax 1e-6 eV/Å)"
+    return atoms, (f"{cfg['unitcell']} relaxed in-process with the mock's {mock_model(cfg)} "
+                   "(BFGS + FrechetCellFilter, fmax 1e-6 eV/Å)")
+
+
+def mock_model(cfg: dict) -> str:
+    """The mock pw.x model of the config's ``dft.pw_command`` (``kappaflow-mock-pw --model NAME``)."""
+    import shlex
+
+    words = shlex.split(str(cfg["dft"]["pw_command"]))
+    if not words or "kappaflow-mock-pw" not in Path(words[0]).name:
+        raise SystemExit(f"{SYSTEM.config}: dft.pw_command {cfg['dft']['pw_command']!r} is not the mock pw.x; "
+                         "this benchmark calls the mock's force field in-process")
+    if "--reference" in words:
+        raise SystemExit(f"{SYSTEM.config}: a mock with --reference is not supported here")
+    return words[words.index("--model") + 1] if "--model" in words else "stillinger-weber-si"
+
+
+def mock_calculator(cfg: dict):
+    from kappaflow.mock.pw import make_calculator
+
+    return make_calculator(mock_model(cfg))
 
 
 def make_setup(al_dirs: dict, quick: bool) -> Setup:
+    from kappaflow.sow import SowSettings, effective_pair_cutoff
+
     cfg = load_config()
     sow = cfg["sow"]
-    if sow["pair_cutoff_ang"] is None:
-        raise SystemExit(f"{CONFIG}: sow.pair_cutoff_ang is not set; this benchmark compares a cutoff with none")
     unitcell, source = relaxed_unitcell(cfg, al_dirs)
+    # the sow's cutoff in Å (neighbour shells become thirdorder's shell cutoff, as the sow does)
+    cutoff = effective_pair_cutoff(unitcell, SowSettings(list(sow["supercell"]), pair_cutoff_ang=sow["pair_cutoff_ang"],
+                                                         neighbour_shells=sow["neighbour_shells"]))
+    if cutoff is None:
+        raise SystemExit(f"{SYSTEM.config}: neither sow.pair_cutoff_ang nor sow.neighbour_shells is set; this "
+                         "benchmark compares a cutoff with none")
+    label = (f"{sow['neighbour_shells']} shells = {cutoff:.3f} Å" if sow["neighbour_shells"] is not None
+             else f"{cutoff:g} Å")
     bte = dict(cfg["bte"])
-    mesh = [7, 7, 7] if quick else list(bte["mesh"])
+    mesh = list(SYSTEM.quick_mesh) if quick else list(bte["mesh"])
     return Setup(unitcell, source, list(sow["supercell"]), float(sow["amplitude_ang"]),
-                 float(sow["pair_cutoff_ang"]), mesh, bte, float(cfg["ml"]["al"]["kappa_temperature_k"]),
-                 extra={"supercell_template": str(REPO / cfg["supercell_template"])})
+                 float(cutoff), mesh, bte, float(cfg["ml"]["al"]["kappa_temperature_k"]),
+                 extra={"supercell_template": str(REPO / cfg["supercell_template"]), "calculator": mock_calculator(cfg),
+                        "cutoff_label": label})
 
 
 # --- forces ----------------------------------------------------------------------------------------
-def mock_dft(cells) -> tuple[list[np.ndarray], list[float]]:
+def mock_dft(cells, setup: "Setup") -> tuple[list[np.ndarray], list[float]]:
     """Forces (eV/Å) and energies (eV) of phonopy supercells from the mock pw.x's force field."""
-    from kappaflow.mock.potentials import stillinger_weber_si
     from kappaflow.structure import from_phonopy
 
-    calc = stillinger_weber_si()
+    calc = setup.extra["calculator"]
     forces, energies = [], []
     for cell in cells:
         atoms = from_phonopy(cell)
@@ -167,7 +222,7 @@ def committee_forces(results: Path, stop_round: int | None = None):
     say(f"committee of round {last}: {len(members)} members, baseline "
         f"{baseline.orders if baseline is not None else 'none'} ({summary['pw_runs']} pw.x runs)")
 
-    def forces(cells):
+    def forces(cells, setup):
         out = []
         for n, cell in enumerate(cells):
             atoms = from_phonopy(cell)
@@ -192,13 +247,14 @@ def unique_runs(cells, setup: "Setup") -> int:
 
 
 # --- force constants and κ -------------------------------------------------------------------------
-def kappa_xx(ph3, setup: Setup) -> float:
+def kappa_components(ph3, setup: Setup) -> dict:
+    """κ (W/mK) at the setup's temperature, per reported component (``{"xx": ..}``)."""
     from kappaflow.bte import run_phono3py
 
     bte = setup.bte
     result = run_phono3py(ph3, setup.mesh, [setup.temperature_k], bte["method"], bte["isotopes"],
                           bte["boundary_mfp_um"], bte["sigma_thz"])
-    return float(result.kappa_w_per_mk[0, 0, 0])
+    return {c: float(result.kappa_w_per_mk[0, AXIS_INDEX[c], AXIS_INDEX[c]]) for c in SYSTEM.components}
 
 
 def _manifest(strategy: str, n_total: int, cutoff):
@@ -206,7 +262,7 @@ def _manifest(strategy: str, n_total: int, cutoff):
             "pair_cutoff_ang": cutoff if strategy == "systematic" else None, "fc3_cutoff_ang": cutoff}
 
 
-def fd_kappa(setup: Setup, cutoff, force_fn) -> tuple[float, int, object]:
+def fd_kappa(setup: Setup, cutoff, force_fn) -> tuple[dict, int, object]:
     """Systematic finite displacements (pair cutoff ``cutoff``, None: all pairs), forces from
     ``force_fn``, kappaflow's reap (undisplaced forces subtracted) and κxx.  Returns κ, the number of
     distinct supercells including the undisplaced one, and the fit report."""
@@ -217,11 +273,11 @@ def fd_kappa(setup: Setup, cutoff, force_fn) -> tuple[float, int, object]:
                                                              pair_cutoff_ang=cutoff))
     cells = ph3.supercells_with_displacements
     index = [i for i, c in enumerate(cells) if c is not None]
-    forces, _ = force_fn([ph3.supercell] + [cells[i] for i in index])
+    forces, _ = force_fn([ph3.supercell] + [cells[i] for i in index], setup)
     table = {"base": {0: forces[0]}, "fc3": dict(zip(index, forces[1:]))}
     report = fit_force_constants(ph3, _manifest("systematic", len(cells), cutoff), table,
                                  max_fc2_force_residual=DEFAULT_MAX_FC2_FORCE_RESIDUAL)
-    return kappa_xx(ph3, setup), unique_runs([ph3.supercell] + [cells[i] for i in index], setup), report
+    return kappa_components(ph3, setup), unique_runs([ph3.supercell] + [cells[i] for i in index], setup), report
 
 
 def random_set(setup: Setup, n: int, seed: int, cutoff):
@@ -246,14 +302,14 @@ def random_symfc(setup: Setup, n: int, seed: int, cutoff) -> dict:
     except KappaflowError as exc:
         return {"n_pw_runs": runs, "status": "refused", "note": f"sow: {exc}"}
     cells = ph3.supercells_with_displacements
-    forces, energies = mock_dft([ph3.supercell] + list(cells))
+    forces, energies = mock_dft([ph3.supercell] + list(cells), setup)
     table = {"base": {0: forces[0]}, "fc3": dict(enumerate(forces[1:]))}
     try:
         report = fit_force_constants(ph3, _manifest("random", n, cutoff), table,
                                      max_fc2_force_residual=DEFAULT_MAX_FC2_FORCE_RESIDUAL)
     except KappaflowError as exc:
         return {"n_pw_runs": runs, "status": "refused", "note": f"reap: {exc}"}
-    return {"n_pw_runs": runs, "kappa_xx_300K": kappa_xx(ph3, setup), "status": "ok",
+    return {"n_pw_runs": runs, "kappa_300K": kappa_components(ph3, setup), "status": "ok",
             "note": f"{report.n_parameters_fc2 + report.n_parameters_fc3} parameters, "
                     f"{report.n_force_equations} equations, rank {report.rank}"}
 
@@ -267,7 +323,7 @@ def pypolymlp_point(setup: Setup, n: int, seed: int, params: dict | None) -> dic
 
     _, train = random_set(setup, n, seed, None)
     cells = list(train.supercells_with_displacements)
-    forces, energies = mock_dft(cells)
+    forces, energies = mock_dft(cells, setup)
     ph3 = generate_displacements(setup.unitcell, SowSettings(setup.supercell, "systematic", setup.amplitude_ang))
     ph3.mlp_dataset = {"displacements": np.asarray(train.dataset["displacements"], dtype=np.float64),
                        "forces": np.array(forces, dtype=np.float64),
@@ -287,17 +343,17 @@ def pypolymlp_point(setup: Setup, n: int, seed: int, params: dict | None) -> dic
                             max_fc2_force_residual=DEFAULT_MAX_FC2_FORCE_RESIDUAL)
     except KappaflowError as exc:  # e.g. an MLP of one training supercell that gives zero forces
         return {"n_pw_runs": n, "status": "refused", "note": f"reap on the MLP's forces: {exc}"}
-    return {"n_pw_runs": n, "kappa_xx_300K": kappa_xx(ph3, setup), "status": "ok",
+    return {"n_pw_runs": n, "kappa_300K": kappa_components(ph3, setup), "status": "ok",
             "note": f"MLP trained on {n} supercells (test_size {test_size:.2g}); FD without cutoff from the MLP"}
 
 
 # --- active learning -------------------------------------------------------------------------------
 def find_results(path: Path) -> Path:
-    """PATH may be a workflow copy (PATH/results/si) or its results folder (PATH/al/final)."""
-    for cand in (path / "results/si", path):
+    """PATH may be a workflow copy (PATH/results/<system>) or its results folder (PATH/al/final)."""
+    for cand in (path / "results" / SYSTEM.name, path):
         if (cand / "al/final/rounds.csv").exists():
             return cand
-    raise SystemExit(f"--al-results {path}: no results/si/al/final/rounds.csv or al/final/rounds.csv below it "
+    raise SystemExit(f"--al-results {path}: no results/{SYSTEM.name}/al/final/rounds.csv or al/final/rounds.csv below it "
                      "(is the AL run finished?)")
 
 
@@ -309,7 +365,7 @@ def run_al(method: str, workdir: Path) -> Path:
     for name in WORKFLOW_FILES:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
-    cmd = ["nice", "-n", "15", "snakemake", "--cores", "2", "--rerun-incomplete", "al", "--configfile", CONFIG,
+    cmd = ["nice", "-n", "15", "snakemake", "--cores", "2", "--rerun-incomplete", "al", "--configfile", SYSTEM.config,
            *AL_CONFIGS[method]]
     env = dict(os.environ, KAPPAFLOW_MOCK_PW_LOG=str(workdir / "mock.log"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
@@ -336,27 +392,38 @@ def al_rows(method: str, results: Path) -> list[dict]:
     rows = []
     for _, r in rounds.iterrows():
         rows.append({"method": f"qbc-{method}", "seed": 0, "n_pw_runs": int(r["pw_runs_total"]),
-                     "kappa_xx_300K": float(r["kappa_xx"]), "status": "ok",
+                     "kappa_300K": {c: float(r[f"kappa_{c}"]) for c in SYSTEM.components}, "status": "ok",
                      "note": f"round {int(r['round'])}" + (f"; stop: {summary.get('stop_reason', '')}"
                                                            if int(r["round"]) == len(rounds) - 1 else "")})
     return rows
 
 
 # --- tables and figure -----------------------------------------------------------------------------
+def component_rows(rows: list[dict], component: str) -> list[dict]:
+    """The rows of one κ component: ``kappa_300K`` becomes that component's number (a row that is not
+    ``ok`` has none)."""
+    out = []
+    for r in rows:
+        kappa = r.get("kappa_300K")
+        out.append({**r, "component": component,
+                    "kappa_300K": kappa.get(component) if isinstance(kappa, dict) else None})
+    return out
+
+
 def finish_rows(rows: list[dict], kappa_cutoff: float, kappa_nocutoff: float):
-    """The CSV table: relative errors against both references; a row that is not ``ok`` carries no κ
-    and no error (NaN), whatever it was given."""
+    """The CSV table of one component (rows from :func:`component_rows`): relative errors against both
+    references; a row that is not ``ok`` carries no κ and no error (NaN), whatever it was given."""
     import pandas as pd
 
     if not (kappa_cutoff > 0 and kappa_nocutoff > 0):
         raise ValueError(f"references must be positive, got {kappa_cutoff!r}, {kappa_nocutoff!r}")
     table = pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=COLUMNS)
     ok = table["status"] == "ok"
-    kappa = pd.to_numeric(table["kappa_xx_300K"], errors="coerce").where(ok)
+    kappa = pd.to_numeric(table["kappa_300K"], errors="coerce").where(ok)
     if (ok & ~np.isfinite(kappa.astype(float))).any():
         bad = table.loc[ok & ~np.isfinite(kappa.astype(float)), ["method", "seed", "n_pw_runs"]]
         raise ValueError(f"rows with status ok but no finite κ: {bad.to_dict('records')}")
-    table["kappa_xx_300K"] = kappa
+    table["kappa_300K"] = kappa
     table["error_vs_cutoff_ref"] = kappa / kappa_cutoff - 1.0
     table["error_vs_nocutoff_ref"] = kappa / kappa_nocutoff - 1.0
     table["seed"] = table["seed"].astype("Int64")
@@ -368,13 +435,14 @@ def _pct(x) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f} %"
 
 
-def summary_markdown(table, references: dict) -> str:
+def summary_markdown(table, references: dict, component: str = "xx", cutoff_label: str = "4.0 Å") -> str:
     """Markdown: the references, then per method and pw.x runs the κ and errors over the seeds (mean, and
     min..max when more than one), and how many seeds were refused or failed."""
-    lines = ["| reference | pw.x runs | κxx(300 K) W/mK |", "|---|---|---|"]
+    lines = [f"| reference | pw.x runs | κ{component}(300 K) W/mK |", "|---|---|---|"]
     for name, (runs, kappa) in references.items():
         lines.append(f"| {name} | {runs} | {kappa:.2f} |")
-    lines += ["", "| method | pw.x runs | κxx(300 K) W/mK | error vs 4.0 Å FD | error vs no-cutoff FD | seeds ok / refused / failed |",
+    lines += ["", f"| method | pw.x runs | κ{component}(300 K) W/mK | error vs {cutoff_label} FD | error vs no-cutoff FD "
+              "| seeds ok / refused / failed |",
               "|---|---|---|---|---|---|"]
     for (method, runs), g in table.groupby(["method", "n_pw_runs"], sort=False):
         if method in references:
@@ -396,7 +464,7 @@ def summary_markdown(table, references: dict) -> str:
             text = fmt(v.mean())
             return text if len(v) == 1 else f"{text} ({fmt(v.min())} .. {fmt(v.max())})"
 
-        lines.append(f"| {method} | {runs} | {spread('kappa_xx_300K', lambda x: f'{x:.1f}')} | "
+        lines.append(f"| {method} | {runs} | {spread('kappa_300K', lambda x: f'{x:.1f}')} | "
                      f"{spread('error_vs_cutoff_ref', _pct)} | {spread('error_vs_nocutoff_ref', _pct)} | {counts} |")
     return "\n".join(lines) + "\n"
 
@@ -419,7 +487,9 @@ def goal1_lines(table) -> list[str]:
     return out
 
 
-def plot(table, references: dict, path: Path) -> None:
+def plot(tables: dict, path: Path, cutoff_label: str = "4.0 Å") -> None:
+    """One row per κ component (``tables``: component → (table, references)), errors against the
+    cutoff FD (left) and the no-cutoff FD (right) vs pw.x runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -428,47 +498,50 @@ def plot(table, references: dict, path: Path) -> None:
 
     from kappaflow.plotting import save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120, sharey=True)
-    cols = [("error_vs_cutoff_ref", "systematic FD, 4.0 Å cutoff"), ("error_vs_nocutoff_ref", "systematic FD, no cutoff")]
-    shown = table[table["status"] != "not run"]
-    methods = [m for m in dict.fromkeys(shown["method"]) if not m.startswith("fd-")]
-    ok_all = shown[shown["status"] == "ok"]
-    worst = float(np.nanmax(np.abs(100 * ok_all[[c for c, _ in cols]].to_numpy(dtype=float)))) if len(ok_all) else 0.0
-    ymax = min(60.0, max(10.0, 1.15 * worst))
-    ticks = sorted({1, 2, 3, 4, 6, 8, 10, 15, 20, 30} | {runs for runs, _ in references.values()})
-    for ax, (col, ref) in zip(axes, cols):
-        ax.axhspan(-100 * GOAL_ERROR, 100 * GOAL_ERROR, color="0.88", zorder=0, label="±5 %")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.axvline(GOAL_RUNS, color="0.5", ls=":", lw=1, label=f"{GOAL_RUNS} runs (goal 1)")
-        for i, method in enumerate(methods):
-            g = shown[shown["method"] == method]
-            color = f"C{i}"
-            ok = g[g["status"] == "ok"]
-            err = 100 * ok[col].astype(float)
-            ax.plot(ok["n_pw_runs"], err.clip(-ymax, ymax), ".", color=color, alpha=0.45)
-            mean = err.groupby(ok["n_pw_runs"]).mean()
-            ax.plot(mean.index, mean.clip(-ymax, ymax), "-o", color=color, ms=4, lw=1.2,
-                    label=f"{method} (mean over seeds)" if g["seed"].nunique() > 1 else method)
-            refused = sorted(g[g["status"] != "ok"]["n_pw_runs"].unique())
-            if len(refused):
-                ax.plot(refused, np.full(len(refused), -0.92 * ymax + 0.05 * ymax * i), "x", color=color, ms=7,
-                        label=f"{method}: refused")
-        for j, name in enumerate(references):
-            runs = references[name][0]
-            e = 100 * float(table.loc[table["method"] == name, col].iloc[0])
-            ax.plot([runs], [e], "ks" if j == 0 else "kD", ms=6, label=f"{name} ({runs} runs)")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(t) for t in ticks], fontsize=8)
-        ax.set_xlabel("pw.x runs (force evaluations; the relax is not counted)")
-        ax.set_ylim(-ymax, ymax)
-        ax.set_title(f"error vs {ref}", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(r"$\kappa_{xx}$(300 K) error (%)" + (f", clipped at ±{ymax:.0f} %" if worst > ymax else ""))
-    axes[1].legend(fontsize=6.5, loc="upper right", ncol=2)
-    fig.suptitle("mock Si (Stillinger–Weber as the DFT), 2×2×2, 0.01 Å, RTA: κxx(300 K) error vs pw.x runs",
-                 fontsize=11)
+    fig, axes = plt.subplots(len(tables), 2, figsize=(12, 4.8 * len(tables)), dpi=120, sharey="row", squeeze=False)
+    cols = [("error_vs_cutoff_ref", f"systematic FD, {cutoff_label} cutoff"),
+            ("error_vs_nocutoff_ref", "systematic FD, no cutoff")]
+    for row_axes, (component, (table, references)) in zip(axes, tables.items()):
+        shown = table[table["status"] != "not run"]
+        methods = [m for m in dict.fromkeys(shown["method"]) if not m.startswith("fd-")]
+        ok_all = shown[shown["status"] == "ok"]
+        worst = float(np.nanmax(np.abs(100 * ok_all[[c for c, _ in cols]].to_numpy(dtype=float)))) if len(ok_all) else 0.0
+        ymax = min(60.0, max(10.0, 1.15 * worst))
+        ticks = sorted({1, 2, 3, 4, 6, 8, 10, 15, 20, 30} | set(int(n) for n in shown["n_pw_runs"] if n > 0)
+                       | {runs for runs, _ in references.values()})
+        for ax, (col, ref) in zip(row_axes, cols):
+            ax.axhspan(-100 * GOAL_ERROR, 100 * GOAL_ERROR, color="0.88", zorder=0, label="±5 %")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.axvline(GOAL_RUNS, color="0.5", ls=":", lw=1, label=f"{GOAL_RUNS} runs (goal 1)")
+            for i, method in enumerate(methods):
+                g = shown[shown["method"] == method]
+                color = f"C{i}"
+                ok = g[g["status"] == "ok"]
+                err = 100 * ok[col].astype(float)
+                ax.plot(ok["n_pw_runs"], err.clip(-ymax, ymax), ".", color=color, alpha=0.45)
+                mean = err.groupby(ok["n_pw_runs"]).mean()
+                ax.plot(mean.index, mean.clip(-ymax, ymax), "-o", color=color, ms=4, lw=1.2,
+                        label=f"{method} (mean over seeds)" if g["seed"].nunique() > 1 else method)
+                refused = sorted(g[g["status"] != "ok"]["n_pw_runs"].unique())
+                if len(refused):
+                    ax.plot(refused, np.full(len(refused), -0.92 * ymax + 0.05 * ymax * i), "x", color=color, ms=7,
+                            label=f"{method}: refused")
+            for j, name in enumerate(references):
+                runs = references[name][0]
+                e = 100 * float(table.loc[table["method"] == name, col].iloc[0])
+                ax.plot([runs], [e], "ks" if j == 0 else "kD", ms=6, label=f"{name} ({runs} runs)")
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([str(t) for t in ticks], fontsize=7)
+            ax.set_xlabel("pw.x runs (force evaluations; the relax is not counted)")
+            ax.set_ylim(-ymax, ymax)
+            ax.set_title(f"κ{component}: error vs {ref}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel(rf"$\kappa_{{{component}}}$(300 K) error (%)"
+                               + (f", clipped at ±{ymax:.0f} %" if worst > ymax else ""))
+        row_axes[1].legend(fontsize=6.5, loc="upper right", ncol=2)
+    fig.suptitle(f"{SYSTEM.title}: κ(300 K) error vs pw.x runs", fontsize=11)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -506,7 +579,10 @@ class PointCache:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.points, indent=0))
             tmp.replace(self.path)
-        return dict(self.points[key])
+        point = dict(self.points[key])
+        if "kappa_xx_300K" in point:  # a cache written before the per-component points
+            point["kappa_300K"] = {"xx": point.pop("kappa_xx_300K")}
+        return point
 
 
 def pypolymlp_available() -> str | None:
@@ -518,16 +594,22 @@ def pypolymlp_available() -> str | None:
 
 
 def main(argv=None) -> int:
+    global SYSTEM
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--quick", action="store_true", help="mesh 7³, seed 0, n 1 2 4 8 (a smoke run, not a result)")
+    ap.add_argument("--system", choices=sorted(SYSTEMS), default="si",
+                    help="si: config/mock/si_al.yaml (κxx); ges2: config/mock/ges2_al.yaml (κxx and κzz)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a coarse mesh, seed 0, n 1 2 4 8 (+32 for ges2): a smoke run, not a result")
     ap.add_argument("--al-results", action="append", metavar="METHOD=PATH",
-                    help="a finished AL run to reuse (pulp=PATH, topn=PATH; PATH a workflow copy or its results/si)")
+                    help="a finished AL run to reuse (pulp=PATH, topn=PATH; PATH a workflow copy or its "
+                         "results/<system>)")
     ap.add_argument("--run-al", action="store_true", help="run the missing AL methods in OUT/al_<method> first")
     ap.add_argument("--no-pypolymlp", action="store_true")
     ap.add_argument("--polymlp-params", type=json.loads, default=None,
                     help="JSON dict for develop_mlp (default: phono3py's defaults)")
     args = ap.parse_args(argv)
+    SYSTEM = SYSTEMS[args.system]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     al = parse_al_results(args.al_results)
@@ -536,27 +618,31 @@ def main(argv=None) -> int:
             if method not in al:
                 al[method] = run_al(method, out / f"al_{method}")
     seeds = SEEDS[:1] if args.quick else SEEDS
-    n_values = (1, 2, 4, 8) if args.quick else N_RANDOM
+    n_values = tuple(n for n in SYSTEM.n_random if n in (1, 2, 4, 8, 32)) if args.quick else SYSTEM.n_random
     setup = make_setup(al, args.quick)
     cell = setup.unitcell.cell.lengths()
-    say(f"unit cell {setup.unitcell_source}: |a| {cell[0]:.5f} Å; supercell {setup.supercell}, amplitude "
-        f"{setup.amplitude_ang} Å, cutoff {setup.cutoff_ang} Å, mesh {setup.mesh}, {setup.bte['method']}")
+    cutoff_label = setup.extra["cutoff_label"]
+    say(f"{SYSTEM.name}: unit cell {setup.unitcell_source}: |a| |c| {cell[0]:.5f} {cell[2]:.5f} Å; supercell "
+        f"{setup.supercell}, amplitude {setup.amplitude_ang} Å, cutoff {cutoff_label}, mesh {setup.mesh}, "
+        f"{setup.bte['method']}, components {', '.join(SYSTEM.components)}")
     t0 = time.time()
     points = PointCache(out / "points.json", setup)
     rows, references = [], {}
 
     def shown(row):
-        return f"κxx {row['kappa_xx_300K']:.2f} W/mK" if row["status"] == "ok" else row["status"]
+        if row["status"] != "ok":
+            return row["status"]
+        return ", ".join(f"κ{c} {v:.2f}" for c, v in row["kappa_300K"].items()) + " W/mK"
 
     for name, cutoff in (("fd-cutoff", setup.cutoff_ang), ("fd-nocutoff", None)):
         def reference(cutoff=cutoff):
             kappa, runs, report = fd_kappa(setup, cutoff, mock_dft)
-            return {"n_pw_runs": runs, "kappa_xx_300K": kappa, "status": "ok",
+            return {"n_pw_runs": runs, "kappa_300K": kappa, "status": "ok",
                     "note": f"{report.n_supercells} displaced supercells + the undisplaced one, {runs} distinct"}
 
         say(f"reference {name}: systematic FD, mock forces, κ on {setup.mesh}")
         row = points.get(name, None, 0, reference)
-        references[name] = (row["n_pw_runs"], row["kappa_xx_300K"])
+        references[name] = (row["n_pw_runs"], row["kappa_300K"])
         rows.append({"method": name, "seed": None, **row})
         say(f"  {name}: {shown(row)} from {row['n_pw_runs']} runs ({time.time() - t0:.0f} s)")
     # most wanted first (a run cut short keeps its points in points.json): the cutoff fits, goal 1, the rest
@@ -571,7 +657,7 @@ def main(argv=None) -> int:
                 def committee(results=results):
                     force_fn, pw_runs, last = committee_forces(results)
                     kappa, runs, _ = fd_kappa(setup, None, force_fn)
-                    return {"n_pw_runs": pw_runs, "kappa_xx_300K": kappa, "status": "ok",
+                    return {"n_pw_runs": pw_runs, "kappa_300K": kappa, "status": "ok",
                             "note": f"round {last} committee + baseline on the {runs} no-cutoff FD supercells"}
 
                 say(f"AL {method} ({results}): the final committee on the no-cutoff FD set")
@@ -584,7 +670,7 @@ def main(argv=None) -> int:
             rows.append({"method": "pypolymlp", "seed": None, "n_pw_runs": 0, "status": "not run", "note": skip})
             continue
         for seed in seeds:
-            for n in n_values:
+            for n in (tuple(m for m in SYSTEM.n_pypolymlp if m in n_values) if name == "pypolymlp" else n_values):
                 if name == "pypolymlp":
                     row = points.get(name, seed, n, lambda: pypolymlp_point(setup, n, seed, args.polymlp_params),
                                      extra=json.dumps(args.polymlp_params, sort_keys=True))
@@ -598,15 +684,24 @@ def main(argv=None) -> int:
                                         "pypolymlp", "qbc-pulp", "qbc-topn", "qbc-pulp-committee-nocutoff",
                                         "qbc-topn-committee-nocutoff"])}
     rows.sort(key=lambda r: (rank.get(r["method"], 99), r["n_pw_runs"], -1 if r["seed"] is None else r["seed"]))
-    table = finish_rows(rows, references["fd-cutoff"][1], references["fd-nocutoff"][1])
-    table.to_csv(out / "dft_bill.csv", index=False, float_format="%.8g")
-    diff = references["fd-cutoff"][1] / references["fd-nocutoff"][1] - 1
-    text = [f"# κ error vs pw.x runs, mock Si ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-            f"unit cell: {setup.unitcell_source}; mesh {setup.mesh}; 4.0 Å FD reference vs no-cutoff FD: "
-            f"{100 * diff:+.4f} %", "", summary_markdown(table, references), "Goal 1 (≤ 10 pw.x runs, within 5 % of the "
-            "no-cutoff FD):", ""] + [f"* {line}" for line in goal1_lines(table)]
+    tables = {}
+    for c in SYSTEM.components:
+        refs = {name: (runs, kappa[c]) for name, (runs, kappa) in references.items()}
+        tables[c] = (finish_rows(component_rows(rows, c), refs["fd-cutoff"][1], refs["fd-nocutoff"][1]), refs)
+    import pandas as pd
+
+    pd.concat([t for t, _ in tables.values()]).to_csv(out / "dft_bill.csv", index=False, float_format="%.8g")
+    text = [f"# κ error vs pw.x runs, {SYSTEM.title} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+            f"unit cell: {setup.unitcell_source}; supercell {setup.supercell}; mesh {setup.mesh}; FC3 cutoff "
+            f"{cutoff_label}", ""]
+    for c, (table, refs) in tables.items():
+        diff = refs["fd-cutoff"][1] / refs["fd-nocutoff"][1] - 1
+        text += [f"## κ{c}(300 K)", "", f"{cutoff_label} FD reference vs no-cutoff FD: {100 * diff:+.4f} %", "",
+                 summary_markdown(table, refs, c, cutoff_label),
+                 f"Goal 1, κ{c} (≤ {GOAL_RUNS} pw.x runs, within {100 * GOAL_ERROR:.0f} % of the no-cutoff FD):", ""]
+        text += [f"* {line}" for line in goal1_lines(table)] + [""]
     (out / "dft_bill.md").write_text("\n".join(text) + "\n")
-    plot(table, references, out / "dft_bill.png")
+    plot(tables, out / "dft_bill.png", cutoff_label)
     print("\n".join(text))
     say(f"done in {time.time() - t0:.0f} s: {out / 'dft_bill.csv'}, {out / 'dft_bill.md'}, {out / 'dft_bill.png'}")
     return 0

@@ -117,6 +117,15 @@ def test_active_learning_tensorflow_jobs_ask_for_one_gpu_on_the_gpu_partition(ru
     assert "--gres=gpu:1" in opts and "--ntasks-per-gpu=1" in opts
 
 
+@pytest.mark.parametrize("rule", ["gk_trajectory", "gk_starts"])
+def test_green_kubo_md_jobs_ask_for_one_gpu_on_the_gpu_partition(rule):
+    """Each GK trajectory (and the thermalisation) runs the potential in TensorFlow: one A100, a day."""
+    opts = options(sbatch_call(job_of(rule)))
+    assert opts[opts.index("-p") + 1] == "boost_usr_prod"
+    assert "--gres=gpu:1" in opts and "--ntasks-per-gpu=1" in opts
+    assert opts[opts.index("-t") + 1] == "1440"
+
+
 @pytest.mark.parametrize("rule", ["cost", "report", "dataset", "gvectors", "infer", "inject"])
 def test_light_jobs_go_to_the_serial_partition_without_gpus(rule):
     opts = options(sbatch_call(job_of(rule)))

@@ -95,3 +95,36 @@ def test_two_species(tmp_path):
     F = atoms.get_forces()
     np.testing.assert_allclose(F, calculate_numerical_forces(atoms, eps=1e-5), atol=1e-6, rtol=0)
     assert np.all(atoms.calc.results["forces_std"] == 0)
+
+
+def test_stress_by_the_strain_trick_equals_finite_differences(si_committee):
+    """The committee's stress (kappaflow.gk.heatflux.energy_forces_stress through CommitteeCalculator)
+    against central differences of its energy under strain (ASE's numerical stress)."""
+    atoms = si_cubic(rattle=0.05, seed=6)
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + np.array([[0.01, 0.004, 0], [0.004, -0.006, 0.002],
+                                                               [0, 0.002, 0.003]])), scale_atoms=True)
+    atoms.calc = CommitteeCalculator(Committee.load(si_committee))
+    stress = atoms.get_stress()
+    numerical = atoms.calc.calculate_numerical_stress(atoms, d=1e-5)
+    assert np.abs(stress).max() > 1e-4
+    np.testing.assert_allclose(stress, numerical, atol=1e-8, rtol=0)
+
+
+def test_heat_flux_forms_agree_for_the_committee(si_committee):
+    """The committee is strictly local: unfolded (O(N)), MIC (full Jacobian) and edge forms agree; the
+    mean of the members' fluxes is the flux of the committee mean (the flux is linear in U)."""
+    from kappaflow.gk.committee_tf import CommitteeAtomicEnergies
+    from kappaflow.gk.heatflux import heat_flux
+
+    comm = Committee.load(si_committee)
+    atoms = si_cubic(rattle=0.05, seed=7, repeat=(2, 2, 2))  # 64 atoms: half width 5.4 Å > the 4.6 Å cutoff
+    v = np.random.default_rng(3).normal(scale=0.01, size=(len(atoms), 3))
+    args = (atoms.positions, v, atoms.get_masses(), atoms.cell.array, atoms.get_chemical_symbols())
+    model = CommitteeAtomicEnergies(comm)
+    ref = heat_flux(model, *args, form="mic")
+    assert np.abs(ref.potential).max() > 1e-5
+    for form in ("unfolded", "edges"):
+        np.testing.assert_allclose(heat_flux(model, *args, form=form).potential, ref.potential,
+                                   rtol=1e-11, atol=1e-14)
+    members = [heat_flux(CommitteeAtomicEnergies(comm, member=k), *args, form="edges").total for k in range(3)]
+    np.testing.assert_allclose(np.mean(members, axis=0), ref.total, rtol=1e-11, atol=1e-14)

@@ -101,3 +101,35 @@ def fs_to_ase_time(t_fs):
     from ase import units as ase_units
 
     return float(t_fs) * ase_units.fs
+
+
+# --- molecular dynamics (Green–Kubo): velocities in Å/fs, masses in amu -----------------------
+#: kinetic energy of 1 amu moving at 1 Å/fs, in eV (½ m v² with m in amu and v in Å/fs, times this)
+AMU_ANG2_PER_FS2_EV = AMU_SI * 1e-20 / 1e-30 / ELECTRONVOLT_SI
+
+
+def ase_velocity_to_ang_per_fs(v_ase):
+    """ASE's velocity unit (Å per ASE time unit) to Å/fs."""
+    from ase import units as ase_units
+
+    return np.asarray(v_ase, dtype=np.float64) * ase_units.fs
+
+
+def ang_per_fs_to_ase_velocity(v_ang_per_fs):
+    from ase import units as ase_units
+
+    return np.asarray(v_ang_per_fs, dtype=np.float64) / ase_units.fs
+
+
+def ang_per_ps_to_ang_per_fs(v_ang_per_ps):
+    """LAMMPS metal units (Å/ps) to Å/fs."""
+    return np.asarray(v_ang_per_ps, dtype=np.float64) * 1e-3
+
+#: κ from the Green–Kubo integral 1/(k_B T² V) ∫⟨J(t)J(0)⟩dt with J in eV·Å/fs, t in fs, k_B in eV/K,
+#: V in Å³ (result in eV/(fs·Å·K)) to W/(m·K)
+EV_PER_FS_ANG_K_TO_W_PER_MK = ELECTRONVOLT_SI / 1e-15 / 1e-10
+
+
+def ev_ang_per_fs_to_ev_ang_per_ps(flux):
+    """A volume-integrated heat flux from eV·Å/fs to LAMMPS metal's eV·Å/ps (sportran's ``metal``)."""
+    return np.asarray(flux, dtype=np.float64) * 1e3

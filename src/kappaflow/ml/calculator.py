@@ -13,7 +13,12 @@ A single :class:`~kappaflow.ml.model.NetworkPotential` is accepted as a one-memb
 of model directories is loaded with :meth:`Committee.load`.  With ``baseline`` (a
 :class:`kappaflow.al.baseline.Baseline`, the active-learning loop's Δ-learning fit) the committee predicts
 the residual and the calculator returns baseline + residual, as the loop's predictions do; the baseline
-holds for displaced copies of the sow's supercell only.  Stress is not implemented.
+holds for displaced copies of the sow's supercell only.
+
+``stress`` (eV/Å³, ASE's Voigt order and sign) is the committee mean's, by the strain trick (every pair
+vector strained by 1 + ε, σ = (1/V) ∂E/∂ε; :func:`kappaflow.gk.heatflux.energy_forces_stress`), computed
+only when asked for, so ASE's cell filters can run an ML vc-relax; with a baseline it is not available
+(the baseline is an expansion about one supercell and has no stress).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from kappaflow.ml.gvectors import MBPParameters, descriptors_for_atoms
 
@@ -29,7 +34,7 @@ __all__ = ["CommitteeCalculator"]
 
 
 class CommitteeCalculator(Calculator):
-    implemented_properties = ["energy", "forces", "free_energy"]
+    implemented_properties = ["energy", "forces", "free_energy", "stress"]
 
     def __init__(self, committee, params: MBPParameters | None = None, baseline=None, **kwargs):
         from kappaflow.ml.model import Committee, NetworkPotential
@@ -49,6 +54,7 @@ class CommitteeCalculator(Calculator):
         self.committee = committee
         self.params = committee.params
         self.baseline = baseline
+        self._atomic_model = None
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -65,3 +71,20 @@ class CommitteeCalculator(Calculator):
             "members_forces": np.array(pred["members_forces"]),
             "members_energy": np.array(pred["members_energy_ev"]),
         }
+        if "stress" in properties:
+            self.results["stress"] = self._stress()
+
+    def _stress(self) -> np.ndarray:
+        from kappaflow.gk.committee_tf import CommitteeAtomicEnergies
+        from kappaflow.gk.heatflux import energy_forces_stress
+
+        if self.baseline is not None:
+            raise PropertyNotImplementedError("CommitteeCalculator: no stress with a Δ-learning baseline (it is an "
+                                              "expansion about one supercell)")
+        if not all(self.atoms.pbc):
+            raise PropertyNotImplementedError("CommitteeCalculator: stress needs a periodic cell in 3D")
+        if self._atomic_model is None:
+            self._atomic_model = CommitteeAtomicEnergies(self.committee)
+        _, _, stress, _ = energy_forces_stress(self._atomic_model, self.atoms.positions, self.atoms.cell.array,
+                                               self.atoms.get_chemical_symbols())
+        return stress

@@ -41,7 +41,7 @@ from kappaflow.ml.gvectors import MIN_DISTANCE_ANG, MBPParameters, _checked_cell
 from kappaflow.ml.tfimport import activation
 
 __all__ = ["Geometry", "build_geometry", "geometry_for_atoms", "concat_geometries", "descriptors_tf",
-           "descriptors_numpy", "CommitteeEvaluator"]
+           "descriptors_numpy", "descriptors_from_pair_vectors", "neighbours_with_shifts", "CommitteeEvaluator"]
 
 
 def _tf():
@@ -83,7 +83,7 @@ class Geometry:
         return np.bincount(self.structure_index, minlength=self.n_structures)
 
 
-def _neighbours_with_shifts(positions, cell, pbc, cutoff):
+def neighbours_with_shifts(positions, cell, pbc, cutoff):
     from matscipy.neighbours import neighbour_list
 
     if cell is None:
@@ -117,7 +117,7 @@ def build_geometry(positions_ang, cell_ang, symbols, params: MBPParameters, pbc=
     pbc = _normalise_pbc(pbc)
     cell = _checked_cell(cell_ang, pbc)
     n = positions.shape[0]
-    i, j, shift, d = _neighbours_with_shifts(positions, cell, pbc, params.cutoff_ang)
+    i, j, shift, d = neighbours_with_shifts(positions, cell, pbc, params.cutoff_ang)
     if d.size and d.min() < MIN_DISTANCE_ANG:
         k = int(np.argmin(d))
         raise ValueError(f"atoms {i[k]} and {j[k]} (or an image of it) overlap: distance {d[k]:.3g} Å")
@@ -203,9 +203,15 @@ def _angular_terms(tf, params: MBPParameters, D, r, tri_a, tri_b):
 
 def _descriptors_graph(tf, params: MBPParameters, positions, ent_i, ent_j, ent_shift, rad, tri_a, tri_b,
                        rad_seg, tri_seg, n_atoms):
+    D = tf.gather(positions, ent_j) - tf.gather(positions, ent_i) + ent_shift
+    return descriptors_from_pair_vectors(tf, params, D, rad, tri_a, tri_b, rad_seg, tri_seg, n_atoms)
+
+
+def descriptors_from_pair_vectors(tf, params: MBPParameters, D, rad, tri_a, tri_b, rad_seg, tri_seg, n_atoms):
+    """G (n_atoms, g_size) from the (E, 3) pair vectors r_j − r_i + shift of the neighbour entries (the
+    Green–Kubo heat flux and the strain-trick stress differentiate with respect to them)."""
     f64 = tf.float64
     pi = math.pi
-    D = tf.gather(positions, ent_j) - tf.gather(positions, ent_i) + ent_shift
     r = tf.sqrt(tf.reduce_sum(D * D, axis=1))
 
     # radial
@@ -431,6 +437,7 @@ class CommitteeEvaluator:
             return E, forces, G
 
         self._run = run_fused if method == "fused" else run
+        self.atomic_energies_from_descriptors = atomic  # (G (N, g), species (N,) int32) -> (N, M) eV
 
     def evaluate(self, geom: Geometry, return_descriptors: bool = False):
         """``(E (M, n_structures) eV, F (M, n_atoms, 3) eV/Å)`` (and G when asked)."""

@@ -1,0 +1,314 @@
+"""The Green–Kubo route's named steps (``snakemake gk``; thin scripts in ``scripts/gk_*.py`` call them).
+
+``resolve_settings(gk_cfg)`` fills the preset's values for every key the user left null (``light``:
+CI-sized; ``production``: the converged setting, see docs/green_kubo.md).  ``make_model`` builds the
+potential: ``sw`` (the mock pw.x's Stillinger–Weber Si in TensorFlow, :mod:`kappaflow.gk.potentials_tf`)
+or ``committee`` (the ML route's committee mean, :mod:`kappaflow.gk.committee_tf`).
+
+Files, per temperature T under ``R/gk/T<T>/``: ``starts.npz`` (NVT thermalisation: the starting
+points), ``traj<k>.npz`` (one NVE trajectory with J every ``flux_every`` steps; its checkpoint while it
+runs is ``checkpoints/traj<k>.npz``), ``kappa.json`` + ``hfacf.png`` + ``kappa_tau.png`` (the analysis);
+``R/gk/kappa_gk.csv`` and ``R/gk/kappa_gk_vs_bte.png`` side by side with the BTE κ of the same potential.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kappaflow.errors import ConfigError, KappaflowError
+
+__all__ = ["PRESETS", "MD_KEYS", "ANALYSIS_KEYS", "resolve_settings", "md_params", "analysis_params", "make_model",
+           "md_settings", "gk_starts", "gk_trajectory", "gk_analyse", "gk_report"]
+
+#: the preset values of the keys left null in the config (supercell: repeats of the unit cell)
+PRESETS = {
+    # light: a run of the route, not a converged κ (Si's phonons outlive 5 ps): κ(τ) is read at the
+    # longest lag when it has no first dip, and the result says so
+    "light": {"supercell": [3, 3, 3], "thermalisation_steps": 1000, "start_spacing_steps": 250, "n_trajectories": 3,
+              "trajectory_steps": 2500, "max_lag_fs": 1500.0, "on_no_dip": "max_lag"},
+    "production": {"supercell": [5, 5, 5], "thermalisation_steps": 5000, "start_spacing_steps": 2500,
+                   "n_trajectories": 8, "trajectory_steps": 100000, "max_lag_fs": 20000.0, "on_no_dip": "error"},
+}
+
+
+#: the settings the MD depends on (the rules' params: an analysis setting changed reruns no MD)
+MD_KEYS = ("potential", "sw_partition", "supercell", "timestep_fs", "thermalisation_steps", "start_spacing_steps",
+           "friction_per_fs", "n_trajectories", "trajectory_steps", "flux_every", "segment_steps",
+           "max_drift_ev_per_atom", "gauge", "seed")
+#: the settings of the analysis of the stored fluxes
+ANALYSIS_KEYS = ("max_lag_fs", "filter_thz", "subtract_mean", "cepstral", "on_no_dip")
+
+
+def md_params(cfg: dict) -> dict:
+    return {k: cfg[k] for k in MD_KEYS}
+
+
+def analysis_params(cfg: dict) -> dict:
+    return {k: cfg[k] for k in ANALYSIS_KEYS}
+
+
+def resolve_settings(gk_cfg: dict) -> dict:
+    """The gk config with the preset's values where a key is null."""
+    cfg = dict(gk_cfg)
+    preset = cfg.get("preset", "light")
+    if preset not in PRESETS:
+        raise ConfigError(f"gk.preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    for key, value in PRESETS[preset].items():
+        if cfg.get(key) is None:
+            cfg[key] = value
+    steps = int(cfg["trajectory_steps"])
+    dt = float(cfg["timestep_fs"]) * int(cfg["flux_every"])
+    if 2 * float(cfg["max_lag_fs"]) > steps * float(cfg["timestep_fs"]):
+        raise ConfigError(f"gk: max_lag_fs {cfg['max_lag_fs']:g} fs needs trajectories of at least twice that; "
+                          f"trajectory_steps {steps} x timestep_fs {cfg['timestep_fs']:g} = "
+                          f"{steps * float(cfg['timestep_fs']):g} fs")
+    if float(cfg["max_lag_fs"]) < 8 * dt:
+        raise ConfigError(f"gk: max_lag_fs {cfg['max_lag_fs']:g} fs is fewer than 8 flux samples ({dt:g} fs apart)")
+    if int(cfg["segment_steps"]) % int(cfg["flux_every"]):
+        raise ConfigError(f"gk: segment_steps {cfg['segment_steps']} must be a multiple of flux_every {cfg['flux_every']}")
+    return cfg
+
+
+def make_model(gk_cfg: dict, model_paths=()):
+    if gk_cfg["potential"] == "sw":
+        from kappaflow.gk.potentials_tf import StillingerWeberTF
+
+        return StillingerWeberTF(gk_cfg["sw_partition"])
+    from kappaflow.gk.committee_tf import CommitteeAtomicEnergies
+    from kappaflow.ml.model import Committee
+
+    dirs = [str(Path(p).parent) if str(p).endswith(".npz") else str(p) for p in model_paths]
+    if not dirs:
+        raise KappaflowError("gk.potential committee: no model directories (run the ML route: snakemake ml)")
+    return CommitteeAtomicEnergies(Committee.load(dirs))
+
+
+def model_label(gk_cfg: dict, model_paths=()) -> dict:
+    if gk_cfg["potential"] == "sw":
+        return {"potential": "sw", "partition": gk_cfg["sw_partition"]}
+    return {"potential": "committee", "models": [str(p) for p in model_paths]}
+
+
+def md_settings(gk_cfg: dict, temperature_k: float):
+    from kappaflow.gk.md import MDSettings
+
+    c = gk_cfg
+    return MDSettings(temperature_k=float(temperature_k), timestep_fs=float(c["timestep_fs"]),
+                      thermalisation_steps=int(c["thermalisation_steps"]),
+                      start_spacing_steps=int(c["start_spacing_steps"]), friction_per_fs=float(c["friction_per_fs"]),
+                      n_trajectories=int(c["n_trajectories"]), trajectory_steps=int(c["trajectory_steps"]),
+                      flux_every=int(c["flux_every"]), segment_steps=int(c["segment_steps"]),
+                      max_drift_ev_per_atom=float(c["max_drift_ev_per_atom"]),
+                      seed=int(c["seed"]) + int(round(float(temperature_k))))
+
+
+def _supercell(structure_path, repeats):
+    from ase.build import make_supercell
+
+    from kappaflow.structure import read_structure
+
+    unit = read_structure(structure_path)
+    return make_supercell(unit, np.diag([int(n) for n in repeats]))
+
+
+def gk_starts(structure_path, gk_cfg: dict, temperature_k: float, model_paths, out_path) -> Path:
+    """NVT thermalisation of the relaxed cell's ``gk.supercell`` and the starting points."""
+    from kappaflow import logs
+    from kappaflow.gk.md import AtomicEnergyCalculator, CompiledModel, check_cell, thermalise
+
+    cfg = gk_cfg  # md_params(resolve_settings(config["gk"]))
+    atoms = _supercell(structure_path, cfg["supercell"])
+    model = make_model(cfg, model_paths)
+    check_cell(model, atoms.cell.array)
+    settings = md_settings(cfg, temperature_k)
+    logs.progress(f"gk: {len(atoms)}-atom supercell {cfg['supercell']} of {structure_path}, {settings.temperature_k:g} K, "
+                  f"{settings.n_trajectories} starting points")
+    provenance = {"structure": str(structure_path), "supercell": cfg["supercell"], **model_label(cfg, model_paths),
+                  "reference_positions_ang": atoms.positions.tolist()}
+    return thermalise(atoms, AtomicEnergyCalculator(CompiledModel(model)), settings, Path(out_path), provenance,
+                      log=logs.progress)
+
+
+def gk_trajectory(starts_path, index: int, gk_cfg: dict, model_paths, checkpoint_path, out_path) -> Path:
+    """One NVE trajectory (resumed from its checkpoint), copied to ``out_path`` when complete."""
+    from kappaflow import atomic, logs
+    from kappaflow.gk.heatflux import gauge_matrices
+    from kappaflow.gk.md import CompiledModel, read_trajectory, run_trajectory
+
+    cfg = gk_cfg  # md_params(resolve_settings(config["gk"]))
+    temperature = float(read_trajectory(starts_path)["provenance"]["settings"]["temperature_k"])
+    settings = md_settings(cfg, temperature)
+    model = make_model(cfg, model_paths)
+    starts = read_trajectory(starts_path)
+    gauge = None
+    if cfg["gauge"]:
+        from ase.data import chemical_symbols
+
+        symbols = [chemical_symbols[z] for z in starts["numbers"]]
+        gauge = gauge_matrices(model, np.array(starts["provenance"]["reference_positions_ang"]), starts["cell_ang"],
+                               symbols)
+    provenance = {**model_label(cfg, model_paths), "gauge": bool(cfg["gauge"]), "form": "unfolded"}
+    checkpoint = Path(checkpoint_path)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    run_trajectory(Path(starts_path), int(index), CompiledModel(model), settings, checkpoint, provenance,
+                   gauge=gauge, log=logs.progress)
+    atomic.copy_file(checkpoint, out_path)
+    return Path(out_path)
+
+
+def gk_analyse(trajectory_paths, gk_cfg: dict, out_json, hfacf_png, kappa_tau_png) -> dict:
+    """HFACF, κ(τ), first dip (and sportran's cepstral κ when ``gk.cepstral``) of one temperature."""
+    from kappaflow import atomic, logs
+    from kappaflow.gk.analysis import cepstral_kappa, green_kubo
+    from kappaflow.gk.md import read_trajectory
+
+    cfg = gk_cfg  # analysis_params(resolve_settings(config["gk"]))
+    trajs = [read_trajectory(p) for p in trajectory_paths]
+    for path, t in zip(trajectory_paths, trajs):
+        if not bool(t["complete"]):
+            raise KappaflowError(f"{path}: the trajectory is not complete")
+    dt = float(trajs[0]["flux_dt_fs"])
+    T = float(trajs[0]["temperature_k"])
+    V = float(trajs[0]["volume_ang3"])
+    fluxes = [t["flux_ev_ang_per_fs"] for t in trajs]
+    result = green_kubo(fluxes, dt, T, V, float(cfg["max_lag_fs"]), float(cfg["filter_thz"]),
+                        subtract_mean=bool(cfg["subtract_mean"]), on_no_dip=cfg["on_no_dip"])
+    summary = {"temperature_k": T, "volume_ang3": V, "n_atoms": int(len(trajs[0]["positions_ang"])),
+               "n_trajectories": len(trajs), "trajectory_ps": float(len(fluxes[0]) * dt * 1e-3),
+               "flux_dt_fs": dt, "filter_thz": result.filter_thz, "cutoff_fs": result.cutoff_fs,
+               "subtract_mean": bool(cfg["subtract_mean"]),
+               # False: no first dip within max_lag_fs; κ is κ(τ) at the longest lag, not converged
+               "converged": result.converged,
+               "kappa_w_per_mk": result.kappa_w_per_mk, "kappa_stderr_w_per_mk": result.kappa_stderr_w_per_mk,
+               "kappa_components_w_per_mk": result.kappa_components.tolist(),
+               "kappa_per_trajectory_w_per_mk": result.kappa_per_trajectory.tolist(),
+               # NVE runs from canonical starting points: each trajectory's mean kinetic temperature
+               "md_temperature_mean_k": [float(np.mean(t["temperature_samples_k"])) for t in trajs],
+               "provenance": trajs[0]["provenance"] | {"trajectories": [str(p) for p in trajectory_paths]}}
+    summary["provenance"].pop("reference_positions_ang", None)
+    if cfg["cepstral"]:
+        kappa, err, details = cepstral_kappa(fluxes, dt, T, V)
+        summary["cepstral"] = {"kappa_w_per_mk": kappa, "kappa_stderr_w_per_mk": err,
+                               "n_components": details["n_components"], "library": "sportran"}
+    temps = summary["md_temperature_mean_k"]
+    where = (f"first dip at {result.cutoff_fs:g} fs" if result.converged else
+             f"NOT CONVERGED: no first dip, κ(τ) read at the longest lag {result.cutoff_fs:g} fs")
+    logs.progress(f"gk {T:g} K: κ = {result.kappa_w_per_mk:.2f} ± {result.kappa_stderr_w_per_mk:.2f} W/mK ({where}, "
+                  f"{len(trajs)} trajectories of {summary['trajectory_ps']:g} ps, mean NVE "
+                  f"T {np.mean(temps):.0f} K: {', '.join(f'{x:.0f}' for x in temps)})"
+                  + (f"; cepstral {summary['cepstral']['kappa_w_per_mk']:.2f} ± "
+                     f"{summary['cepstral']['kappa_stderr_w_per_mk']:.2f}" if cfg["cepstral"] else ""))
+    atomic.write_text(out_json, json.dumps(summary, indent=1) + "\n")
+    _plot_analysis(result, summary, hfacf_png, kappa_tau_png)
+    return summary
+
+
+def _plot_analysis(result, summary, hfacf_png, kappa_tau_png) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kappaflow.plotting import save_figure
+
+    T = summary["temperature_k"]
+    lag_ps = result.lag_fs * 1e-3
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    iso = result.hfacf.mean(axis=1)
+    ax.plot(lag_ps, iso / iso[0], lw=0.8, color="0.6", label="HFACF tr/3 (normalised)")
+    ax.plot(lag_ps, result.hfacf_iso_smoothed / iso[0], lw=1.4, color="C0",
+            label=f"from the {result.filter_thz:g} THz filtered κ(τ)")
+    ax.axvline(result.cutoff_fs * 1e-3, color="C3", ls="--",
+               label=f"first dip {result.cutoff_fs * 1e-3:.3g} ps" if result.converged else "no first dip: the longest lag")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("τ (ps)")
+    ax.set_ylabel("⟨J(τ)·J(0)⟩ / ⟨J(0)·J(0)⟩")
+    ax.set_title(f"heat-flux autocorrelation, {T:g} K, {summary['n_trajectories']} trajectories")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, hfacf_png)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for a, name in enumerate("xyz"):
+        ax.plot(lag_ps, result.kappa_tau[:, a], lw=0.7, alpha=0.6, label=f"κ{name}{name}(τ)")
+    ax.plot(lag_ps, result.kappa_tau_iso_filtered, lw=1.6, color="k", label="tr/3, filtered")
+    ax.axvline(result.cutoff_fs * 1e-3, color="C3", ls="--",
+               label="first dip" if result.converged else "no first dip: the longest lag")
+    k, e = result.kappa_w_per_mk, result.kappa_stderr_w_per_mk
+    ax.axhspan(k - e, k + e, color="C3", alpha=0.15,
+               label=f"κ = {k:.2g} ± {e:.2g} W/mK" + ("" if result.converged else " (NOT converged)"))
+    if "cepstral" in summary:
+        c = summary["cepstral"]
+        ax.axhline(c["kappa_w_per_mk"], color="C2", ls=":", label=f"cepstral (sportran) {c['kappa_w_per_mk']:.1f} ± "
+                                                                  f"{c['kappa_stderr_w_per_mk']:.1f}")
+    ax.set_xlabel("τ (ps)")
+    ax.set_ylabel("κ(τ) (W/mK)")
+    ax.set_title(f"cumulative Green–Kubo κ, {T:g} K" + ("" if result.converged else ": not converged"))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save_figure(fig, kappa_tau_png)
+
+
+def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png) -> None:
+    """κ_GK(T) (first dip and cepstral) next to the BTE κ of the same potential (tr/3 at the same T)."""
+    import pandas as pd
+
+    from kappaflow import atomic
+    from kappaflow.bte import read_kappa_csv
+
+    rows = []
+    bte = read_kappa_csv(bte_kappa_csv) if bte_kappa_csv else None
+    for path in kappa_jsons:
+        s = json.loads(Path(path).read_text())
+        row = {"temperature_k": s["temperature_k"], "kappa_gk_w_per_mk": s["kappa_w_per_mk"],
+               "kappa_gk_stderr_w_per_mk": s["kappa_stderr_w_per_mk"], "cutoff_fs": s["cutoff_fs"],
+               "n_atoms": s["n_atoms"], "n_trajectories": s["n_trajectories"], "trajectory_ps": s["trajectory_ps"],
+               "converged": s["converged"]}
+        if "cepstral" in s:
+            row["kappa_cepstral_w_per_mk"] = s["cepstral"]["kappa_w_per_mk"]
+            row["kappa_cepstral_stderr_w_per_mk"] = s["cepstral"]["kappa_stderr_w_per_mk"]
+        if bte is not None:
+            iso = np.trace(bte.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
+            T = s["temperature_k"]
+            if not bte.temperatures_k.min() <= T <= bte.temperatures_k.max():
+                raise KappaflowError(f"{bte_kappa_csv}: no BTE κ at {T:g} K (it spans {bte.temperatures_k.min():g}-"
+                                     f"{bte.temperatures_k.max():g} K)")
+            row["kappa_bte_w_per_mk"] = float(np.interp(T, bte.temperatures_k, iso))
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("temperature_k")
+    with atomic.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    _plot_report(table, bte, out_png)
+
+
+def _plot_report(table, bte, out_png) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kappaflow.plotting import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    conv = table["converged"].astype(bool)
+    for mask, fmt, label in ((conv, "o", "Green–Kubo (first dip), classical MD"),
+                             (~conv, "^", "Green–Kubo at the longest lag: NOT converged (κ(τ) still rising)")):
+        if mask.any():
+            ax.errorbar(table["temperature_k"][mask], table["kappa_gk_w_per_mk"][mask],
+                        yerr=table["kappa_gk_stderr_w_per_mk"][mask], fmt=fmt, capsize=3, label=label)
+    if "kappa_cepstral_w_per_mk" in table:
+        ax.errorbar(table["temperature_k"] + 3, table["kappa_cepstral_w_per_mk"],
+                    yerr=table["kappa_cepstral_stderr_w_per_mk"], fmt="s", capsize=3, label="Green–Kubo (cepstral, sportran), same fluxes")
+    if bte is not None:
+        iso = np.trace(bte.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
+        ax.plot(bte.temperatures_k, iso, "k-", label="BTE (RTA, quantum occupations), same potential, the sow supercell")
+    ax.set_xlabel("T (K)")
+    ax.set_ylabel("κ (W/mK), tr/3")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("Green–Kubo and BTE κ from the same potential")
+    save_figure(fig, out_png)

@@ -1,0 +1,110 @@
+# The Green-Kubo route (docs/green_kubo.md): NVT thermalisation -> n NVE trajectories with the heat flux
+# (one job each) -> HFACF, kappa(tau), first dip (+ sportran's cepstral kappa) -> GK vs BTE table and figure.
+#   snakemake gk --configfile config/mock/si_gk.yaml
+from kappaflow.gk.steps import analysis_params as gk_analysis_params
+from kappaflow.gk.steps import md_params as gk_md_params
+from kappaflow.gk.steps import resolve_settings as gk_resolve_settings
+
+GKCFG = gk_resolve_settings(config["gk"])
+GK = f"{R}/gk"
+GK_TEMPS = [f"{float(t):g}" for t in GKCFG["temperatures_k"]]
+GK_TRAJS = list(range(int(GKCFG["n_trajectories"])))
+
+
+def gk_models(wildcards):
+    """The ML route's committee (gk.potential: committee); none for sw."""
+    if GKCFG["potential"] != "committee":
+        return []
+    return [f"{ML}/models/{MAIN_MODEL}/member{m}/model.npz" for m in MEMBERS]
+
+
+def gk_bte_kappa(wildcards):
+    """The BTE kappa of the same potential (gk.compare_bte): the DFT route's for sw, the ML route's for committee."""
+    if not GKCFG["compare_bte"]:
+        return []
+    return [f"{R}/bte/kappa.csv" if GKCFG["potential"] == "sw" else f"{ML}/{MAIN_MODEL}/bte/kappa.csv"]
+
+
+rule gk_starts:
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    input:
+        structure=f"{R}/structure/unitcell.json",
+        models=gk_models,
+    output:
+        f"{GK}/T{{T}}/starts.npz",
+    params:
+        gk=gk_md_params(GKCFG),
+    wildcard_constraints:
+        T="[0-9.]+",
+    log:
+        f"{GK}/logs/starts_{{T}}.log",
+    script:
+        "../../scripts/gk_starts.py"
+
+
+rule gk_trajectory:
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    input:
+        starts=f"{GK}/T{{T}}/starts.npz",
+        models=gk_models,
+    output:
+        f"{GK}/T{{T}}/traj{{k}}.npz",
+    params:
+        gk=gk_md_params(GKCFG),
+        # the running trajectory's checkpoint: not an output, so a killed job's segments survive the rerun
+        checkpoint=lambda wc: f"{GK}/T{wc.T}/checkpoints/traj{wc.k}.npz",
+    wildcard_constraints:
+        T="[0-9.]+",
+        k="[0-9]+",
+    resources:
+        gk_md=1,
+    log:
+        f"{GK}/logs/traj_{{T}}_{{k}}.log",
+    script:
+        "../../scripts/gk_trajectory.py"
+
+
+rule gk_analyse:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        expand(f"{GK}/T{{{{T}}}}/traj{{k}}.npz", k=GK_TRAJS),
+    output:
+        kappa=f"{GK}/T{{T}}/kappa.json",
+        hfacf=report(f"{GK}/T{{T}}/hfacf.png", caption="../report/gk_hfacf.rst", category="Green-Kubo"),
+        kappa_tau=report(f"{GK}/T{{T}}/kappa_tau.png", caption="../report/gk_kappa_tau.rst", category="Green-Kubo"),
+    params:
+        gk=gk_analysis_params(GKCFG),
+    wildcard_constraints:
+        T="[0-9.]+",
+    log:
+        f"{GK}/logs/analyse_{{T}}.log",
+    script:
+        "../../scripts/gk_analyse.py"
+
+
+rule gk_report:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        kappa=expand(f"{GK}/T{{T}}/kappa.json", T=GK_TEMPS),
+        bte=gk_bte_kappa,
+    output:
+        table=f"{GK}/kappa_gk.csv",
+        figure=report(f"{GK}/kappa_gk_vs_bte.png", caption="../report/gk_vs_bte.rst", category="Green-Kubo"),
+    log:
+        f"{GK}/logs/report.log",
+    script:
+        "../../scripts/gk_report.py"
+
+
+rule gk:
+    input:
+        f"{GK}/kappa_gk.csv",
+        f"{GK}/kappa_gk_vs_bte.png",
