@@ -170,3 +170,56 @@ def test_many_body_flux_equals_finite_differences_of_lammps_atomic_energies():
     assert np.abs(u - u_lammps).max() < 1e-12  # the same partition: a third of each three-body term per atom
     ours = flux(model, atoms, v, convective=False).potential
     assert np.abs(ours - j_fd).max() < 1e-8 * np.abs(j_fd).max(), (ours, j_fd)
+
+
+def test_a_travelling_phonon_carries_its_energy_at_the_group_velocity():
+    """A single travelling wave of a non-degenerate branch at q = (1/3, 0, 0) of a 54-atom Si cell, built from
+    phonopy's eigenvector (FC2 of the mock's SW by phonopy's own displacements): the heat flux equals
+    E v_g with phonopy's group velocity (an outside number; small amplitude, so nearly harmonic)."""
+    from ase import Atoms
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    from kappaflow.units import AMU_ANG2_PER_FS2_EV
+
+    prim = bulk("Si", "diamond", a=5.431)
+    ph = Phonopy(PhonopyAtoms(symbols=prim.get_chemical_symbols(), cell=prim.cell[:],
+                              scaled_positions=prim.get_scaled_positions()),
+                 supercell_matrix=np.eye(3, dtype=int) * 3, primitive_matrix=np.eye(3))
+    ph.generate_displacements(distance=0.01)
+    calc = stillinger_weber_si()
+    forces = []
+    for sc in ph.supercells_with_displacements:
+        a = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        a.calc = calc
+        forces.append(a.get_forces())
+    ph.forces = np.array(forces)
+    ph.produce_force_constants()
+    q = np.array([1 / 3, 0, 0])
+    ph.run_qpoints([q], with_eigenvectors=True, with_group_velocities=True)
+    res = ph.qpoints
+    freqs, eig, vg = res.frequencies[0], res.eigenvectors[0], res.group_velocities[0]
+    sc = ph.supercell
+    atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+    masses, R, sym = atoms.get_masses(), atoms.positions, atoms.get_chemical_symbols()
+    s2p, p2p = ph.primitive.s2p_map, ph.primitive.p2p_map
+    model = StillingerWeberTF("central")
+    e_perfect = energy_forces_stress(model, R, atoms.cell.array, sym)[0]
+    checked = 0
+    for branch in range(6):
+        if np.min(np.abs(np.delete(freqs, branch) - freqs[branch])) < 0.05:
+            continue  # degenerate: the eigenvector within the pair is arbitrary
+        omega = 2 * np.pi * freqs[branch] * 1e-3  # rad/fs
+        u = np.zeros((len(atoms), 3))
+        v = np.zeros_like(u)
+        for i in range(len(atoms)):
+            p = p2p[s2p[i]]
+            z = 0.02 * eig[3 * p:3 * p + 3, branch] * np.exp(2j * np.pi * q @ np.linalg.solve(prim.cell.array.T, R[i]))
+            u[i], v[i] = z.real, (-1j * omega * z).real
+        energy = (energy_forces_stress(model, R + u, atoms.cell.array, sym)[0] - e_perfect
+                  + 0.5 * (masses[:, None] * v**2).sum() * AMU_ANG2_PER_FS2_EV)
+        j = heat_flux(model, R + u, v, masses, atoms.cell.array, sym).total
+        expected = energy * vg[branch] * 1e-3  # THz Å -> Å/fs
+        assert np.abs(j - expected).max() < 0.02 * np.abs(expected).max(), (branch, j, expected)
+        checked += 1
+    assert checked >= 2
