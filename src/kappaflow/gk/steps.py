@@ -280,7 +280,7 @@ def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png) -> None:
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("temperature_k")
     with atomic.atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False, float_format="%.10g")
     _plot_report(table, bte, out_png)
 
 
