@@ -36,7 +36,7 @@ from kappaflow.gk.unfold import plane_spacings_ang, unfold
 from kappaflow.units import AMU_ANG2_PER_FS2_EV
 
 __all__ = ["AtomicEnergyModel", "HeatFlux", "heat_flux", "gauge_matrices", "energy_forces_stress",
-           "mic_valid", "FORMS"]
+           "mic_valid", "mic_vectors", "unfolded_inputs", "unfolded_potential_flux", "assemble_flux", "FORMS"]
 
 FORMS = ("unfolded", "mic", "edges")
 
@@ -112,28 +112,52 @@ def _checked(positions_ang, velocities_ang_per_fs, masses_amu, cell_ang, symbols
     return pos, vel, masses, cell
 
 
-def _unfolded_flux(tf, model, pos, vel, cell, symbols):
+def unfolded_inputs(tf, model, pos, vel, cell, symbols):
+    """The unfolded cluster as tensors: positions, replica velocities, the cell atoms' positions, graph."""
     unf = unfold(pos, cell, model.effective_cutoff_ang)
-    n = unf.n_cell
-    graph = model.graph(unf.positions_ang, None, [symbols[k] for k in unf.replica_of])
-    g = graph_tensors(tf, graph)
-    r = tf.constant(unf.positions_ang, tf.float64)
-    v = tf.constant(unf.unfold_per_atom(vel), tf.float64)
-    r_const = tf.constant(unf.positions_ang[:n], tf.float64)
+    g = graph_tensors(tf, model.graph(unf.positions_ang, None, [symbols[k] for k in unf.replica_of]))
+    return (tf.constant(unf.positions_ang, tf.float64), tf.constant(unf.unfold_per_atom(vel), tf.float64),
+            tf.constant(unf.positions_ang[:unf.n_cell], tf.float64), g)
+
+
+def unfolded_potential_flux(tf, model, r, v, r_cell, g):
+    """J_pot = JVP_v(B) − Σ_j r_j (∂U/∂r_j · v_j) and the cell atoms' U_i, as tensors (eager, or inside a
+    compiled function: :class:`kappaflow.gk.md.CompiledModel`)."""
+    n = tf.shape(r_cell)[0]
     with tf.autodiff.ForwardAccumulator(r, v) as acc:
         U = model.atomic_energies(_pair_vectors(tf, r, g), g)[:n]
-        B = tf.reduce_sum(r_const * U[:, None], axis=0)
+        B = tf.reduce_sum(r_cell * U[:, None], axis=0)
     term1 = acc.jvp(B)
     with tf.GradientTape() as tape:
         tape.watch(r)
-        U2 = model.atomic_energies(_pair_vectors(tf, r, g), g)[:n]
-        total = tf.reduce_sum(U2)
-    g = tf.convert_to_tensor(tape.gradient(total, r))
-    term2 = tf.reduce_sum(r * tf.reduce_sum(g * v, axis=1)[:, None], axis=0)
-    return (term1 - term2).numpy(), U.numpy()
+        total = tf.reduce_sum(model.atomic_energies(_pair_vectors(tf, r, g), g)[:n])
+    grad = tf.convert_to_tensor(tape.gradient(total, r))
+    term2 = tf.reduce_sum(r * tf.reduce_sum(grad * v, axis=1)[:, None], axis=0)
+    return term1 - term2, U
 
 
-def _mic_vectors(cell, pos):
+def _unfolded_flux(tf, model, pos, vel, cell, symbols):
+    j_pot, U = unfolded_potential_flux(tf, model, *unfolded_inputs(tf, model, pos, vel, cell, symbols))
+    return j_pot.numpy(), U.numpy()
+
+
+def assemble_flux(j_pot, atomic_energies_ev, vel, masses, form: str, convective: bool = True, gauge=None) -> HeatFlux:
+    """J = J_pot + J_conv − Σ_i Ω_i v_i from the potential part and the cell atoms' U_i."""
+    j_pot = np.asarray(j_pot, dtype=np.float64)
+    j_conv = np.zeros(3)
+    if convective:
+        kinetic = 0.5 * masses * np.einsum("ic,ic->i", vel, vel) * AMU_ANG2_PER_FS2_EV
+        j_conv = ((atomic_energies_ev + kinetic)[:, None] * vel).sum(axis=0)
+    j_gauge = np.zeros(3)
+    if gauge is not None:
+        omega = np.asarray(gauge, dtype=np.float64)
+        if omega.shape != (vel.shape[0], 3, 3):
+            raise ValueError(f"gauge matrices: shape {omega.shape}, expected ({vel.shape[0]}, 3, 3)")
+        j_gauge = np.einsum("iab,ib->a", omega, vel)
+    return HeatFlux(j_pot, j_conv, j_gauge, j_pot + j_conv - j_gauge, form)
+
+
+def mic_vectors(cell, pos):
     """(N, N, 3) minimum-image r_i − r_j."""
     inv = np.linalg.inv(cell)
     d = pos[:, None, :] - pos[None, :, :]
@@ -154,7 +178,7 @@ def _mic_flux(tf, model, pos, vel, cell, symbols):
         tape.watch(r)
         U = model.atomic_energies(_pair_vectors(tf, r, g), g)
     jac = tape.jacobian(U, r).numpy()                      # (N_i, N_j, 3): ∂U_i/∂r_j
-    rji = _mic_vectors(cell, pos)                           # r_i − r_j
+    rji = mic_vectors(cell, pos)                           # r_i − r_j
     dUdt = np.einsum("ijc,jc->ij", jac, vel)
     return np.einsum("ija,ij->a", rji, dUdt), U.numpy()
 
@@ -187,17 +211,7 @@ def heat_flux(model: AtomicEnergyModel, positions_ang, velocities_ang_per_fs, ma
     symbols = list(symbols)
     flux = {"unfolded": _unfolded_flux, "mic": _mic_flux, "edges": _edge_flux}[form]
     j_pot, U = flux(tf, model, pos, vel, cell, symbols)
-    j_conv = np.zeros(3)
-    if convective:
-        kinetic = 0.5 * masses * np.einsum("ic,ic->i", vel, vel) * AMU_ANG2_PER_FS2_EV
-        j_conv = ((U + kinetic)[:, None] * vel).sum(axis=0)
-    j_gauge = np.zeros(3)
-    if gauge is not None:
-        omega = np.asarray(gauge, dtype=np.float64)
-        if omega.shape != (pos.shape[0], 3, 3):
-            raise ValueError(f"gauge matrices: shape {omega.shape}, expected ({pos.shape[0]}, 3, 3)")
-        j_gauge = np.einsum("iab,ib->a", omega, vel)
-    return HeatFlux(np.asarray(j_pot), j_conv, j_gauge, np.asarray(j_pot) + j_conv - j_gauge, form)
+    return assemble_flux(j_pot, U, vel, masses, form, convective=convective, gauge=gauge)
 
 
 def gauge_matrices(model: AtomicEnergyModel, positions_ang, cell_ang, symbols) -> np.ndarray:

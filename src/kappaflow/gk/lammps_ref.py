@@ -181,7 +181,6 @@ def finite_difference_potential_flux(system: LammpsSystem, positions_ang, veloci
         minus = system.atomic_energies()
         dU[:, j] = (plus - minus) / (2.0 * step_fs)
     system.set_positions(pos)
-    inv = np.linalg.inv(cell)
-    frac = (pos[:, None, :] - pos[None, :, :]) @ inv
-    rji = (frac - np.round(frac)) @ cell
-    return np.einsum("ija,ij->a", rji, dU)
+    from kappaflow.gk.heatflux import mic_vectors
+
+    return np.einsum("ija,ij->a", mic_vectors(cell, pos), dU)

@@ -28,10 +28,9 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from kappaflow.errors import KappaflowError
-from kappaflow.gk.heatflux import HeatFlux, graph_tensors
-from kappaflow.gk.unfold import plane_spacings_ang, unfold
-from kappaflow.units import (AMU_ANG2_PER_FS2_EV, ang_per_fs_to_ase_velocity, ase_velocity_to_ang_per_fs,
-                             fs_to_ase_time)
+from kappaflow.gk.heatflux import HeatFlux, assemble_flux, graph_tensors, unfolded_inputs, unfolded_potential_flux
+from kappaflow.gk.unfold import plane_spacings_ang
+from kappaflow.units import ang_per_fs_to_ase_velocity, ase_velocity_to_ang_per_fs, fs_to_ase_time
 
 __all__ = ["MDSettings", "CompiledModel", "AtomicEnergyCalculator", "thermalise", "run_trajectory",
            "read_trajectory", "check_cell"]
@@ -77,33 +76,17 @@ class CompiledModel:
         self.model = model
         self._tf = tf
 
-        def pair_vectors(r, g):
-            return tf.gather(r, g["j"]) - tf.gather(r, g["i"]) + g["shift"]
-
         @tf.function(reduce_retracing=True)
         def energy_forces(r, g):
             with tf.GradientTape() as tape:
                 tape.watch(r)
-                U = model.atomic_energies(pair_vectors(r, g), g)
+                U = model.atomic_energies(tf.gather(r, g["j"]) - tf.gather(r, g["i"]) + g["shift"], g)
                 total = tf.reduce_sum(U)
             return total, -tf.convert_to_tensor(tape.gradient(total, r)), U
 
-        @tf.function(reduce_retracing=True)
-        def unfolded_flux(r, v, r_cell, g):
-            n = tf.shape(r_cell)[0]
-            with tf.autodiff.ForwardAccumulator(r, v) as acc:
-                U = model.atomic_energies(pair_vectors(r, g), g)[:n]
-                B = tf.reduce_sum(r_cell * U[:, None], axis=0)
-            term1 = acc.jvp(B)
-            with tf.GradientTape() as tape:
-                tape.watch(r)
-                total = tf.reduce_sum(model.atomic_energies(pair_vectors(r, g), g)[:n])
-            grad = tf.convert_to_tensor(tape.gradient(total, r))
-            term2 = tf.reduce_sum(r * tf.reduce_sum(grad * v, axis=1)[:, None], axis=0)
-            return term1 - term2, U
-
         self._energy_forces = energy_forces
-        self._unfolded_flux = unfolded_flux
+        self._unfolded_flux = tf.function(lambda r, v, r_cell, g: unfolded_potential_flux(tf, model, r, v, r_cell, g),
+                                          reduce_retracing=True)
 
     def energy_forces(self, positions_ang, cell_ang, symbols):
         tf = self._tf
@@ -113,18 +96,10 @@ class CompiledModel:
 
     def heat_flux(self, positions_ang, velocities_ang_per_fs, masses_amu, cell_ang, symbols, gauge=None) -> HeatFlux:
         tf = self._tf
-        unf = unfold(positions_ang, cell_ang, self.model.effective_cutoff_ang)
-        n = unf.n_cell
-        g = graph_tensors(tf, self.model.graph(unf.positions_ang, None, [symbols[k] for k in unf.replica_of]))
         vel = np.asarray(velocities_ang_per_fs, dtype=np.float64)
-        j_pot, U = self._unfolded_flux(tf.constant(unf.positions_ang, tf.float64),
-                                       tf.constant(unf.unfold_per_atom(vel), tf.float64),
-                                       tf.constant(unf.positions_ang[:n], tf.float64), g)
-        j_pot, U = j_pot.numpy(), U.numpy()
-        kinetic = 0.5 * np.asarray(masses_amu) * np.einsum("ic,ic->i", vel, vel) * AMU_ANG2_PER_FS2_EV
-        j_conv = ((U + kinetic)[:, None] * vel).sum(axis=0)
-        j_gauge = np.zeros(3) if gauge is None else np.einsum("iab,ib->a", gauge, vel)
-        return HeatFlux(j_pot, j_conv, j_gauge, j_pot + j_conv - j_gauge, "unfolded")
+        j_pot, U = self._unfolded_flux(*unfolded_inputs(tf, self.model, positions_ang, vel, cell_ang, symbols))
+        return assemble_flux(j_pot.numpy(), U.numpy(), vel, np.asarray(masses_amu, dtype=np.float64), "unfolded",
+                             gauge=gauge)
 
 
 class AtomicEnergyCalculator(Calculator):

@@ -56,7 +56,7 @@ class StillingerWeberTF:
     def graph(self, positions_ang, cell_ang, symbols) -> dict:
         """Ordered pairs (``i``, ``j``, Cartesian ``shift``) with r_ij < aσ, and the unordered pairs of
         pairs (``tri_p`` < ``tri_q``) sharing their first atom: the angles θ_jik."""
-        from kappaflow.ml.ontheflytf import neighbours_with_shifts
+        from kappaflow.ml.ontheflytf import neighbours_with_shifts, pairs_with_shared_centre
 
         bad = sorted({s for s in symbols if s != "Si"})
         if bad:
@@ -64,14 +64,8 @@ class StillingerWeberTF:
         pos = np.asarray(positions_ang, dtype=np.float64)
         cell = None if cell_ang is None else np.asarray(cell_ang, dtype=np.float64)
         i, j, shift, _ = neighbours_with_shifts(pos, cell, (cell is not None,) * 3, self.cutoff_ang)
-        # unordered pairs (p < q) of the pairs of each centre (the list is sorted by i)
-        group_end = np.searchsorted(i, i, side="right")
-        n_after = group_end - np.arange(i.size) - 1
-        tri_p = np.repeat(np.arange(i.size), n_after)
-        starts = np.cumsum(n_after) - n_after
-        tri_q = np.arange(tri_p.size) - starts[tri_p] + tri_p + 1
-        return {"n_atoms": np.int64(pos.shape[0]), "i": i, "j": j, "shift": shift, "tri_p": tri_p.astype(np.int64),
-                "tri_q": tri_q.astype(np.int64)}
+        tri_p, tri_q = pairs_with_shared_centre(i)  # the list is sorted by i
+        return {"n_atoms": np.int64(pos.shape[0]), "i": i, "j": j, "shift": shift, "tri_p": tri_p, "tri_q": tri_q}
 
     def atomic_energies(self, pair_vectors, graph: dict):
         from kappaflow.ml.tfimport import import_tensorflow

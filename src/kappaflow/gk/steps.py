@@ -139,10 +139,9 @@ def gk_trajectory(starts_path, index: int, gk_cfg: dict, model_paths, checkpoint
     from kappaflow.gk.md import CompiledModel, read_trajectory, run_trajectory
 
     cfg = gk_cfg  # md_params(resolve_settings(config["gk"]))
-    temperature = float(read_trajectory(starts_path)["provenance"]["settings"]["temperature_k"])
-    settings = md_settings(cfg, temperature)
-    model = make_model(cfg, model_paths)
     starts = read_trajectory(starts_path)
+    settings = md_settings(cfg, float(starts["provenance"]["settings"]["temperature_k"]))
+    model = make_model(cfg, model_paths)
     gauge = None
     if cfg["gauge"]:
         from ase.data import chemical_symbols

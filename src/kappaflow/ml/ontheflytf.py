@@ -41,7 +41,8 @@ from kappaflow.ml.gvectors import MIN_DISTANCE_ANG, MBPParameters, _checked_cell
 from kappaflow.ml.tfimport import activation
 
 __all__ = ["Geometry", "build_geometry", "geometry_for_atoms", "concat_geometries", "descriptors_tf",
-           "descriptors_numpy", "descriptors_from_pair_vectors", "neighbours_with_shifts", "CommitteeEvaluator"]
+           "descriptors_numpy", "descriptors_from_pair_vectors", "neighbours_with_shifts", "pairs_with_shared_centre",
+           "CommitteeEvaluator"]
 
 
 def _tf():
@@ -105,6 +106,16 @@ def neighbours_with_shifts(positions, cell, pbc, cutoff):
     return i[order], j[order], shift[order], d[order]
 
 
+def pairs_with_shared_centre(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (a, b), a < b, of neighbour entries with the same centre atom, ``centre`` sorted: the angles."""
+    group_end = np.searchsorted(centre, centre, side="right")
+    n_after = group_end - np.arange(centre.size) - 1
+    a = np.repeat(np.arange(centre.size), n_after)
+    starts = np.cumsum(n_after) - n_after
+    b = np.arange(a.size) - starts[a] + a + 1
+    return a.astype(np.int64), b.astype(np.int64)
+
+
 def build_geometry(positions_ang, cell_ang, symbols, params: MBPParameters, pbc=True) -> Geometry:
     """Neighbour data of one structure (the neighbour list of ``compute_descriptors``)."""
     positions = np.array(positions_ang, dtype=np.float64)
@@ -124,12 +135,7 @@ def build_geometry(positions_ang, cell_ang, symbols, params: MBPParameters, pbc=
     rad = np.flatnonzero(d < params.Rc_rad)
     rad_seg = i[rad] * params.n_species + species[j[rad]]
     ang = np.flatnonzero(d < params.Rc_ang)
-    centre = i[ang]
-    group_end = np.searchsorted(centre, centre, side="right")
-    n_after = group_end - np.arange(ang.size) - 1
-    e1 = np.repeat(np.arange(ang.size), n_after)
-    starts = np.cumsum(n_after) - n_after
-    e2 = np.arange(e1.size) - starts[e1] + e1 + 1
+    e1, e2 = pairs_with_shared_centre(i[ang])
     tri_a, tri_b = ang[e1], ang[e2]
     s1, s2 = species[j[tri_a]], species[j[tri_b]]
     sa, sb = np.minimum(s1, s2), np.maximum(s1, s2)
