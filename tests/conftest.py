@@ -60,3 +60,16 @@ def mock_invocations(log_path):
     if not path.exists():
         return []
     return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def lammps_or_skip():
+    """Skip without LAMMPS, except under KAPPAFLOW_REQUIRE_LAMMPS=1 (the README's test command): fail."""
+    import os
+
+    from kappaflow.gk.lammps_ref import lammps_available
+
+    why = lammps_available()
+    if why and os.environ.get("KAPPAFLOW_REQUIRE_LAMMPS") == "1":
+        pytest.fail(f"KAPPAFLOW_REQUIRE_LAMMPS=1 but {why}", pytrace=False)
+    if why:
+        pytest.skip(why)

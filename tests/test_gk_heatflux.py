@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 from ase.build import bulk
+from conftest import lammps_or_skip
 
 pytest.importorskip("tensorflow")
 
@@ -126,19 +127,6 @@ def test_gauge_term_is_the_flux_linear_in_the_velocities_at_the_reference():
 
 
 # --- LAMMPS ----------------------------------------------------------------------------------------
-def lammps_or_skip():
-    """Skip without LAMMPS, except under KAPPAFLOW_REQUIRE_LAMMPS=1 (the README's test command): fail."""
-    import os
-
-    from kappaflow.gk.lammps_ref import lammps_available
-
-    why = lammps_available()
-    if why and os.environ.get("KAPPAFLOW_REQUIRE_LAMMPS") == "1":
-        pytest.fail(f"KAPPAFLOW_REQUIRE_LAMMPS=1 but {why}", pytrace=False)
-    if why:
-        pytest.skip(why)
-
-
 def test_pair_potential_flux_equals_lammps_compute_heat_flux():
     lammps_or_skip()
     from kappaflow.gk.lammps_ref import LammpsSystem, morse_pair_commands
@@ -175,6 +163,34 @@ def test_many_body_flux_equals_finite_differences_of_lammps_atomic_energies():
     assert np.abs(u - u_lammps).max() < 1e-12  # the same partition: a third of each three-body term per atom
     ours = flux(model, atoms, v, convective=False).potential
     assert np.abs(ours - j_fd).max() < 1e-8 * np.abs(j_fd).max(), (ours, j_fd)
+
+
+def test_lammps_gk_reference_flux_on_the_unfolded_cluster_equals_ours():
+    """The flux of the LAMMPS GK reference (kappaflow.gk.lammps_gk): directional finite differences of
+    LAMMPS's pe/atom on the unfolded cluster, on a 54-atom cell where the minimum-image check above is not
+    valid for the `equal` partition (effective cutoff 7.5 Å, half the plane spacing 4.7 Å); one atom given
+    by an image one lattice vector away, as LAMMPS's unwrapped positions may be."""
+    lammps_or_skip()
+    from kappaflow.gk.heatflux import mic_valid
+    from kappaflow.gk.lammps_gk import LammpsCluster
+    from kappaflow.gk.lammps_ref import sw_pair_commands
+
+    atoms, v = si_cell(repeat=3, cubic=False, seed=2, strain=False)
+    model = StillingerWeberTF("equal")
+    assert len(atoms) == 54 and not mic_valid(model, atoms.cell.array)
+    pos = atoms.positions.copy()
+    pos[0] += atoms.cell.array[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LammpsCluster(atoms.cell.array, float(atoms.get_masses()[0]), sw_pair_commands(tmp),
+                                model.effective_cutoff_ang)
+        try:
+            j_lammps, u_lammps = cluster.potential_flux(pos, v)
+        finally:
+            cluster.close()
+    _, _, _, u = energy_forces_stress(model, atoms.positions, atoms.cell.array, atoms.get_chemical_symbols())
+    assert np.abs(u - u_lammps).max() < 1e-12
+    ours = flux(model, atoms, v, convective=False).potential
+    assert np.abs(ours - j_lammps).max() < 3e-7 * np.abs(ours).max(), (ours, j_lammps)
 
 
 def test_a_travelling_phonon_carries_its_energy_at_the_group_velocity():

@@ -94,12 +94,15 @@ def _lowpass(y: np.ndarray, dt_fs: float, filter_thz: float) -> np.ndarray:
 
 
 def green_kubo(fluxes, dt_fs: float, temperature_k: float, volume_ang3: float, max_lag_fs: float,
-               filter_thz: float = 1.0, subtract_mean: bool = False, on_no_dip: str = "error") -> GreenKuboResult:
+               filter_thz: float = 1.0, subtract_mean: bool = False, on_no_dip: str = "error",
+               at_lag_fs: float | None = None) -> GreenKuboResult:
     """κ from the heat-flux series of n trajectories (a list of (n_steps, 3) arrays, eV·Å/fs, one sample
     every ``dt_fs``); HFACF up to ``max_lag_fs``.  Raises when a trajectory is shorter than twice the
     longest lag, and when the smoothed HFACF has no zero crossing within it (the cutoff search needs a
     longer lag or trajectory) unless ``on_no_dip="max_lag"``: then κ is read at the longest lag and the
-    result says ``converged=False``."""
+    result says ``converged=False``.  ``at_lag_fs``: read κ at this lag instead of the first dip (to set two
+    runs side by side at one cutoff, or κ vs trajectory length at a fixed one); ``converged`` then says
+    whether the first dip lies at or before it."""
     if on_no_dip not in ("error", "max_lag"):
         raise ValueError(f"on_no_dip must be 'error' or 'max_lag', got {on_no_dip!r}")
     series = [np.asarray(j, dtype=np.float64) for j in fluxes]
@@ -134,12 +137,18 @@ def green_kubo(fluxes, dt_fs: float, temperature_k: float, volume_ang3: float, m
     smoothed = np.gradient(iso_f, dt_fs) / prefactor
     crossing = np.flatnonzero(smoothed[1:] <= 0.0)
     converged = crossing.size > 0
-    if not converged and on_no_dip == "error":
+    if at_lag_fs is not None:
+        cut = int(round(at_lag_fs / dt_fs))
+        if not 0 < cut <= max_lag:
+            raise KappaflowError(f"Green-Kubo: at_lag_fs {at_lag_fs:g} is not within (0, {max_lag_fs:g}] fs")
+        converged = converged and int(crossing[0]) + 1 <= cut
+    elif not converged and on_no_dip == "error":
         raise KappaflowError(f"Green-Kubo: the filtered HFACF has no zero crossing within {max_lag_fs:g} fs "
                              f"({len(series)} trajectories of >= {shortest * dt_fs:g} fs): raise gk.max_lag_fs with "
                              "longer trajectories (or gk.on_no_dip: max_lag to read κ(τ) at the longest lag, "
                              "marked unconverged)")
-    cut = int(crossing[0]) + 1 if converged else max_lag
+    else:
+        cut = int(crossing[0]) + 1 if converged else max_lag
     each_iso_f = np.stack([_lowpass(k.mean(axis=1), dt_fs, filter_thz) for k in kappa_each])   # (n, L)
     per_traj = each_iso_f[:, cut]
     n = len(series)
