@@ -3,4 +3,4 @@ from kappaflow.gk.steps import gk_analyse
 from kappaflow.scriptutil import run
 
 run(gk_analyse, list(snakemake.input), dict(snakemake.params.gk), snakemake.output.kappa, snakemake.output.hfacf,
-    snakemake.output.kappa_tau, log=snakemake.log)
+    snakemake.output.kappa_tau, snakemake.output.convergence, log=snakemake.log)

@@ -88,3 +88,30 @@ def test_no_dip_can_be_read_at_the_longest_lag_and_says_so():
     assert not result.converged and result.cutoff_fs == 400
     assert result.kappa_w_per_mk == pytest.approx(result.kappa_tau_iso_filtered[-1])
     assert green_kubo(ou_fluxes(), DT, T, V, max_lag_fs=4000).converged
+
+
+def test_kappa_at_a_given_lag_and_the_convergence_parts():
+    from kappaflow.gk.analysis import convergence
+
+    fluxes = ou_fluxes()
+    full = green_kubo(fluxes, DT, T, V, max_lag_fs=4000)
+    at = green_kubo(fluxes, DT, T, V, max_lag_fs=4000, at_lag_fs=2000.0)
+    assert at.cutoff_fs == 2000.0 and at.kappa_w_per_mk == pytest.approx(at.kappa_tau_iso_filtered[500])
+    assert at.converged == (full.cutoff_fs <= 2000.0)
+    # the correlation (100 fs) has decayed by 2 ps: the same κ as at the first dip, within its error
+    assert abs(at.kappa_w_per_mk - full.kappa_w_per_mk) < 2 * full.kappa_stderr_w_per_mk
+    with pytest.raises(KappaflowError, match="at_lag_fs"):
+        green_kubo(fluxes, DT, T, V, max_lag_fs=4000, at_lag_fs=5000.0)
+    conv = convergence(fluxes, DT, T, V, max_lag_fs=4000)
+    # 50 000 samples: every fraction leaves more than twice the 1000-sample lag
+    assert [r["fraction"] for r in conv["by_length"]] == [0.25, 0.5, 0.75, 1.0]
+    assert [r["n_trajectories"] for r in conv["by_count"]] == list(range(2, 9))
+    assert conv["by_count"][-1]["kappa_w_per_mk"] == pytest.approx(full.kappa_w_per_mk, rel=1e-12)
+    assert conv["by_length"][-1]["kappa_w_per_mk"] == pytest.approx(full.kappa_w_per_mk, rel=1e-12)
+    expected = analytic_kappa()
+    for row in conv["by_length"]:  # every part finds the analytic κ: within 3σ of its own error bar
+        assert row["converged"] and abs(row["kappa_w_per_mk"] - expected) < 3 * row["kappa_stderr_w_per_mk"], row
+    for row in conv["by_count"][2:]:  # and from 4 trajectories on within 10 %
+        assert row["converged"] and abs(row["kappa_w_per_mk"] - expected) < 0.1 * expected, row
+    # the error bar shrinks with the data (about as 1/√length)
+    assert conv["by_length"][0]["kappa_stderr_w_per_mk"] > 1.4 * conv["by_length"][-1]["kappa_stderr_w_per_mk"]

@@ -49,7 +49,14 @@ def test_gk_runs_end_to_end_with_both_estimators_beside_the_bte(gk_run):
     # no claim on the value: 3 x 5 ps resolves only the HFACF's fast (optical) part, Si's slow tail needs ns
     # (docs/green_kubo.md, "Measured"): the light preset checks the route, not the physics
     assert table["kappa_gk_w_per_mk"].iloc[0] == pytest.approx(kappa, rel=1e-6)
-    for name in ("T300/hfacf.png", "T300/kappa_tau.png", "kappa_gk_vs_bte.png"):
+    conv = summary["convergence"]
+    # 2500 steps, J every 2: 1251 samples; a quarter (313) and a half (626) are fewer than twice the
+    # longest lag (1500 fs = 375 samples)
+    assert [r["fraction"] for r in conv["by_length"]] == [0.75, 1.0]
+    assert [r["n_trajectories"] for r in conv["by_count"]] == [2, 3]
+    assert conv["by_count"][-1]["kappa_w_per_mk"] == pytest.approx(kappa, rel=1e-9)  # the whole run again
+    assert conv["by_length"][-1]["kappa_w_per_mk"] == pytest.approx(kappa, rel=1e-9)
+    for name in ("T300/hfacf.png", "T300/kappa_tau.png", "T300/convergence.png", "kappa_gk_vs_bte.png"):
         assert (gk / name).stat().st_size > 10_000, name
 
 

@@ -79,6 +79,8 @@ rule gk_analyse:
         kappa=f"{GK}/T{{T}}/kappa.json",
         hfacf=report(f"{GK}/T{{T}}/hfacf.png", caption="../report/gk_hfacf.rst", category="Green-Kubo"),
         kappa_tau=report(f"{GK}/T{{T}}/kappa_tau.png", caption="../report/gk_kappa_tau.rst", category="Green-Kubo"),
+        convergence=report(f"{GK}/T{{T}}/convergence.png", caption="../report/gk_convergence.rst",
+                           category="Green-Kubo"),
     params:
         gk=gk_analysis_params(GKCFG),
     wildcard_constraints:

@@ -35,7 +35,7 @@ import numpy as np
 from kappaflow.errors import KappaflowError
 from kappaflow.units import EV_PER_FS_ANG_K_TO_W_PER_MK, K_BOLTZMANN_EV, ev_ang_per_fs_to_ev_ang_per_ps
 
-__all__ = ["GreenKuboResult", "autocorrelation", "green_kubo", "cepstral_kappa"]
+__all__ = ["GreenKuboResult", "autocorrelation", "green_kubo", "cepstral_kappa", "convergence"]
 
 
 @dataclass(frozen=True)
@@ -186,3 +186,28 @@ def cepstral_kappa(fluxes, dt_fs: float, temperature_k: float, volume_ang3: floa
             del np.trapz
     return float(current.kappa), float(current.kappa_std), {"n_components": components.shape[1], "n_samples": n,
                                                               "log": log.getvalue()}
+
+
+def convergence(fluxes, dt_fs: float, temperature_k: float, volume_ang3: float, max_lag_fs: float,
+                filter_thz: float = 1.0, subtract_mean: bool = False, fractions=(0.25, 0.5, 0.75, 1.0)) -> dict:
+    """κ ± its standard error from parts of one run, each analysed as a run of its own (its own first dip,
+    or the longest lag with ``converged`` false): ``by_length``, every trajectory cut to a fraction of its
+    length (fractions leaving fewer than twice the longest lag are skipped); ``by_count``, the first
+    m = 2 … n trajectories at full length.  Rows: dicts of the part, κ, stderr, cutoff and converged."""
+    series = [np.asarray(j, dtype=np.float64) for j in fluxes]
+    shortest = min(j.shape[0] for j in series)
+    max_lag = int(round(max_lag_fs / dt_fs))
+
+    def row(part, **label):
+        r = green_kubo(part, dt_fs, temperature_k, volume_ang3, max_lag_fs, filter_thz, subtract_mean=subtract_mean,
+                       on_no_dip="max_lag")
+        return {**label, "kappa_w_per_mk": r.kappa_w_per_mk, "kappa_stderr_w_per_mk": r.kappa_stderr_w_per_mk,
+                "cutoff_fs": r.cutoff_fs, "converged": r.converged}
+
+    by_length = []
+    for f in fractions:
+        n = int(round(f * shortest))
+        if n >= 2 * max_lag:
+            by_length.append(row([j[:n] for j in series], trajectory_ps=n * dt_fs * 1e-3, fraction=float(f)))
+    by_count = [row(series[:m], n_trajectories=m) for m in range(2, len(series) + 1)]
+    return {"by_length": by_length, "by_count": by_count}

@@ -142,17 +142,20 @@ def _atomic_write_npz(path: Path, **arrays) -> None:
 def thermalise(atoms, calc, settings: MDSettings, out_path: Path, provenance: dict, log=print) -> Path:
     """Langevin NVT from ``atoms`` (the perfect supercell), then ``n_trajectories`` snapshots
     ``start_spacing_steps`` apart: ``out_path`` (npz: positions, velocities Å/fs, cell, numbers, provenance)."""
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
     atoms = atoms.copy()
     atoms.calc = calc
+    # the centre of mass held by a constraint: ASE 3.28's Langevin(fixcm=True) does not sample NVT exactly
+    atoms.set_constraint(FixCom())
     rng = np.random.default_rng(settings.seed)
     # 2T: equipartition brings it to T within a period from the perfect crystal
     MaxwellBoltzmannDistribution(atoms, temperature_K=2 * settings.temperature_k, rng=rng)
     Stationary(atoms)
     dyn = Langevin(atoms, fs_to_ase_time(settings.timestep_fs), temperature_K=settings.temperature_k,
-                   friction=settings.friction_per_fs / fs_to_ase_time(1.0), rng=rng)
+                   friction=settings.friction_per_fs / fs_to_ase_time(1.0), fixcm=False, rng=rng)
     t0 = time.time()
     dyn.run(settings.thermalisation_steps)
     log(f"[gk] thermalised {len(atoms)} atoms at {settings.temperature_k:g} K for {settings.thermalisation_steps} "

@@ -158,10 +158,11 @@ def gk_trajectory(starts_path, index: int, gk_cfg: dict, model_paths, checkpoint
     return Path(out_path)
 
 
-def gk_analyse(trajectory_paths, gk_cfg: dict, out_json, hfacf_png, kappa_tau_png) -> dict:
-    """HFACF, κ(τ), first dip (and sportran's cepstral κ when ``gk.cepstral``) of one temperature."""
+def gk_analyse(trajectory_paths, gk_cfg: dict, out_json, hfacf_png, kappa_tau_png, convergence_png) -> dict:
+    """HFACF, κ(τ), first dip (and sportran's cepstral κ when ``gk.cepstral``) of one temperature; κ from
+    shortened trajectories and from fewer of them (the convergence figure)."""
     from kappaflow import atomic, logs
-    from kappaflow.gk.analysis import cepstral_kappa, green_kubo
+    from kappaflow.gk.analysis import cepstral_kappa, convergence, green_kubo
     from kappaflow.gk.md import read_trajectory
 
     cfg = gk_cfg  # analysis_params(resolve_settings(config["gk"]))
@@ -200,9 +201,43 @@ def gk_analyse(trajectory_paths, gk_cfg: dict, out_json, hfacf_png, kappa_tau_pn
                   f"T {np.mean(temps):.0f} K: {', '.join(f'{x:.0f}' for x in temps)})"
                   + (f"; cepstral {summary['cepstral']['kappa_w_per_mk']:.2f} ± "
                      f"{summary['cepstral']['kappa_stderr_w_per_mk']:.2f}" if cfg["cepstral"] else ""))
+    summary["convergence"] = convergence(fluxes, dt, T, V, float(cfg["max_lag_fs"]), float(cfg["filter_thz"]),
+                                         subtract_mean=bool(cfg["subtract_mean"]))
     atomic.write_text(out_json, json.dumps(summary, indent=1) + "\n")
     _plot_analysis(result, summary, hfacf_png, kappa_tau_png)
+    _plot_convergence(summary, convergence_png)
     return summary
+
+
+def _plot_convergence(summary, out_png) -> None:
+    """κ vs trajectory length and vs number of trajectories (each part analysed as a run of its own; open
+    symbols: no first dip within the lag, κ read at the longest lag)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kappaflow.plotting import save_figure
+
+    conv = summary["convergence"]
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8), dpi=120, sharey=True)
+    for ax, rows, key, xlabel in ((axes[0], conv["by_length"], "trajectory_ps", "trajectory length (ps)"),
+                                  (axes[1], conv["by_count"], "n_trajectories", "number of trajectories")):
+        for converged, face in ((True, "C0"), (False, "white")):
+            part = [r for r in rows if r["converged"] == converged]
+            if part:
+                ax.errorbar([r[key] for r in part], [r["kappa_w_per_mk"] for r in part],
+                            yerr=[r["kappa_stderr_w_per_mk"] for r in part], fmt="o", mfc=face, mec="C0", color="C0",
+                            capsize=3, label="first dip" if converged else "no first dip: at the longest lag")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("κ (W/mK), tr/3")
+    axes[0].set_title(f"{summary['n_trajectories']} trajectories, cut shorter")
+    axes[1].set_title(f"{summary['trajectory_ps']:g} ps each, fewer of them")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Green–Kubo κ convergence, {summary['temperature_k']:g} K, {summary['n_atoms']} atoms")
+    fig.tight_layout()
+    save_figure(fig, out_png)
 
 
 def _plot_analysis(result, summary, hfacf_png, kappa_tau_png) -> None:
