@@ -165,6 +165,33 @@ def test_many_body_flux_equals_finite_differences_of_lammps_atomic_energies():
     assert np.abs(ours - j_fd).max() < 1e-8 * np.abs(j_fd).max(), (ours, j_fd)
 
 
+def test_strain_trick_stress_matches_the_mock_pw_x_stress(tmp_path):
+    """The stress of the TF Stillinger-Weber by the strain trick against the mock pw.x's printed stress (its
+    output as pw.x writes it, `total   stress` in Ry/bohr³, read by kappaflow.qe.pwout) on a strained,
+    rattled 64-atom cell: the route an ML vc-relax would be compared by."""
+    import contextlib
+
+    from conftest import REPO
+    from kappaflow.mock.pw import main as mock_pw_main
+    from kappaflow.qe.pwin import read_pw_input, write_pw_input
+    from kappaflow.qe.pwout import read_pw_output
+
+    atoms, _ = si_cell(repeat=2, seed=4)
+    pw = read_pw_input(REPO / "config/systems/si/Si.scf.in").with_structure(atoms)
+    pw.set("control", "tstress", True)
+    (tmp_path / "pw.in").write_text(write_pw_input(pw))
+    with open(tmp_path / "pw.out", "w") as out, contextlib.redirect_stdout(out):
+        assert mock_pw_main(["--model", "stillinger-weber-si", "-in", str(tmp_path / "pw.in")]) == 0
+    run = read_pw_output(tmp_path / "pw.out")
+    printed = run.stress_ev_per_ang3  # 3x3, ASE's sign (the reader undoes pw.x's -(1/V) dE/deps)
+    _, _, voigt, _ = energy_forces_stress(StillingerWeberTF("central"), atoms.positions, atoms.cell.array,
+                                          atoms.get_chemical_symbols())
+    ours = np.array([[voigt[0], voigt[5], voigt[4]], [voigt[5], voigt[1], voigt[3]], [voigt[4], voigt[3], voigt[2]]])
+    assert np.abs(ours).max() > 1e-3  # a strained cell: a stress worth comparing (eV/Å³)
+    # pw.x prints 8 decimals in Ry/bohr³: rounding at most 0.5e-8 Ry/bohr³ = 4.6e-7 eV/Å³
+    assert np.abs(ours - printed).max() < 2e-6, (ours, printed)
+
+
 def test_lammps_gk_reference_flux_on_the_unfolded_cluster_equals_ours():
     """The flux of the LAMMPS GK reference (kappaflow.gk.lammps_gk): directional finite differences of
     LAMMPS's pe/atom on the unfolded cluster, on a 54-atom cell where the minimum-image check above is not
