@@ -128,3 +128,50 @@ def test_heat_flux_forms_agree_for_the_committee(si_committee):
                                    rtol=1e-11, atol=1e-14)
     members = [heat_flux(CommitteeAtomicEnergies(comm, member=k), *args, form="edges").total for k in range(3)]
     np.testing.assert_allclose(np.mean(members, axis=0), ref.total, rtol=1e-11, atol=1e-14)
+
+
+def test_committee_members_fluxes_on_the_mean_trajectory_and_their_kappa_spread(si_committee, tmp_path):
+    """gk.committee_spread: every member's J on the mean's positions and velocities at every sample; the
+    flux is linear in U, so the members' mean flux is the mean's flux; a killed run resumes with them; each
+    member's κ at the mean's cutoff, and their spread."""
+    from kappaflow.errors import KappaflowError
+    from kappaflow.gk.committee_tf import CommitteeAtomicEnergies
+    from kappaflow.gk.md import AtomicEnergyCalculator, CompiledModel, MDSettings, read_trajectory, run_trajectory, thermalise
+    from kappaflow.gk.steps import committee_spread, member_models
+
+    comm = Committee.load(si_committee)
+    mean = CommitteeAtomicEnergies(comm)
+    members = member_models({"potential": "committee", "committee_spread": True}, mean)
+    assert [m.member for m in members] == [0, 1, 2]
+    assert member_models({"potential": "committee", "committee_spread": False}, mean) == []
+    settings = MDSettings(temperature_k=30.0, timestep_fs=1.0, thermalisation_steps=10, start_spacing_steps=5,
+                          n_trajectories=2, trajectory_steps=40, flux_every=2, segment_steps=10,
+                          max_drift_ev_per_atom=10.0)
+    atoms = si_cubic(repeat=(2, 2, 2))  # 64 atoms: plane spacing 10.9 Å > twice the 4.6 Å cutoff
+    compiled = CompiledModel(mean)
+    starts = thermalise(atoms, AtomicEnergyCalculator(compiled), settings, tmp_path / "starts.npz", {},
+                        log=lambda *_: None)
+    compiled_members = tuple(CompiledModel(m) for m in members)
+    trajs = []
+    for k in range(2):
+        path = tmp_path / f"traj{k}.npz"
+        if k == 1:  # killed after 20 steps, then resumed
+            run_trajectory(starts, k, compiled, settings, path, {}, log=lambda *_: None, stop_after_steps=20,
+                           members=compiled_members)
+            assert read_trajectory(path)["member_flux_ev_ang_per_fs"].shape == (3, 11, 3)
+        run_trajectory(starts, k, compiled, settings, path, {}, log=lambda *_: None, members=compiled_members)
+        trajs.append(read_trajectory(path))
+    for t in trajs:
+        m = t["member_flux_ev_ang_per_fs"]
+        assert m.shape == (3, 21, 3) and bool(t["complete"])
+        np.testing.assert_allclose(m.mean(axis=0), t["flux_ev_ang_per_fs"], rtol=1e-10, atol=1e-14)
+        assert np.abs(m[0] - m[1]).max() > 1e-6  # the members differ
+    partial = tmp_path / "partial.npz"
+    run_trajectory(starts, 0, compiled, settings, partial, {}, log=lambda *_: None, stop_after_steps=10,
+                   members=compiled_members)
+    with pytest.raises(KappaflowError, match="3 committee members, this run has 0"):
+        run_trajectory(starts, 0, compiled, settings, partial, {}, log=lambda *_: None)
+    out = committee_spread([t["member_flux_ev_ang_per_fs"] for t in trajs], 2.0, 30.0, atoms.get_volume(), 16.0,
+                           {"max_lag_fs": 20.0, "filter_thz": 10.0, "subtract_mean": False})
+    assert len(out["kappa_per_member_w_per_mk"]) == 3 and out["spread_w_per_mk"] > 0
+    assert out["spread_w_per_mk"] == pytest.approx(np.std(out["kappa_per_member_w_per_mk"], ddof=1))

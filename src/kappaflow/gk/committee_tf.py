@@ -23,10 +23,11 @@ class CommitteeAtomicEnergies:
     def __init__(self, committee, member: int | None = None):
         from kappaflow.ml.ontheflytf import CommitteeEvaluator
 
+        self.committee = committee
         self.evaluator = CommitteeEvaluator(committee, method="autodiff")
         self.params = committee.params
         self.cutoff_ang = self.effective_cutoff_ang = float(self.params.cutoff_ang)
-        n_members = committee._stack.n_members
+        self.n_members = n_members = committee.n_members
         if member is not None and not 0 <= member < n_members:
             raise ValueError(f"committee member {member} of {n_members}")
         self.member = member

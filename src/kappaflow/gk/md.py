@@ -184,10 +184,14 @@ def read_trajectory(path: Path) -> dict:
 
 
 def run_trajectory(starts_path: Path, index: int, compiled: CompiledModel, settings: MDSettings, out_path: Path,
-                   provenance: dict, gauge=None, log=print, stop_after_steps: int | None = None) -> Path:
+                   provenance: dict, gauge=None, log=print, stop_after_steps: int | None = None,
+                   members: tuple = (), member_gauges: tuple = ()) -> Path:
     """One NVE trajectory from start ``index`` of ``starts_path``: J every ``flux_every`` steps, a
     checkpoint every ``segment_steps`` (``out_path`` is the checkpoint until ``complete`` is true).
-    ``stop_after_steps`` ends the call early (as a kill would), for tests."""
+    ``members``: further :class:`CompiledModel` s (a committee's members) whose J is taken on the same
+    positions and velocities at every sample (``member_flux_ev_ang_per_fs``, (n_members, n_samples, 3);
+    with ``member_gauges`` their own gauge matrices): the committee spread of κ, to first order, on the
+    mean's trajectory.  ``stop_after_steps`` ends the call early (as a kill would), for tests."""
     from ase import Atoms
     from ase.md.verlet import VelocityVerlet
 
@@ -203,6 +207,9 @@ def run_trajectory(starts_path: Path, index: int, compiled: CompiledModel, setti
     atoms.set_velocities(ang_per_fs_to_ase_velocity(starts["velocities_ang_per_fs"][index]))
     record = {**provenance, "start": index, "starts_file": str(starts_path), "settings": asdict(settings)}
     step, fluxes, energies, temperatures, e0 = 0, [], [], [], None
+    member_fluxes = [[] for _ in members]
+    member_gauges = tuple(member_gauges) or (None,) * len(members)
+    record["committee_members_with_flux"] = len(members)
     if out_path.exists():
         done = read_trajectory(out_path)
         if done["provenance"].get("settings") != asdict(settings) or done["provenance"].get("start") != index:
@@ -213,6 +220,10 @@ def run_trajectory(starts_path: Path, index: int, compiled: CompiledModel, setti
         atoms.positions = done["positions_ang"]
         atoms.set_velocities(ang_per_fs_to_ase_velocity(done["velocities_ang_per_fs"]))
         fluxes, energies = list(done["flux_ev_ang_per_fs"]), list(done["total_energy_ev"])
+        member_fluxes = [list(m) for m in done.get("member_flux_ev_ang_per_fs", np.zeros((0, 0, 3)))]
+        if len(member_fluxes) != len(members):
+            raise KappaflowError(f"{out_path}: a checkpoint with the fluxes of {len(member_fluxes)} committee members, "
+                                 f"this run has {len(members)}; delete it to rerun")
         temperatures = list(done["temperature_samples_k"])
         e0 = float(done["initial_total_energy_ev"])
         log(f"[gk] {out_path.name}: resuming at step {step} of {settings.trajectory_steps}")
@@ -229,6 +240,9 @@ def run_trajectory(starts_path: Path, index: int, compiled: CompiledModel, setti
     def sample():
         vel = ase_velocity_to_ang_per_fs(atoms.get_velocities())
         fluxes.append(compiled.heat_flux(atoms.positions, vel, masses, atoms.cell.array, symbols, gauge=gauge).total)
+        for member, member_gauge, series in zip(members, member_gauges, member_fluxes):
+            series.append(member.heat_flux(atoms.positions, vel, masses, atoms.cell.array, symbols,
+                                           gauge=member_gauge).total)
         energies.append(float(atoms.get_total_energy()))
         temperatures.append(float(atoms.get_temperature()))
         drift = abs(energies[-1] - e0) / n_atoms
@@ -241,6 +255,7 @@ def run_trajectory(starts_path: Path, index: int, compiled: CompiledModel, setti
         _atomic_write_npz(out_path, step=np.int64(step), complete=np.bool_(complete), positions_ang=atoms.positions,
                           velocities_ang_per_fs=ase_velocity_to_ang_per_fs(atoms.get_velocities()),
                           flux_ev_ang_per_fs=np.array(fluxes).reshape(-1, 3), total_energy_ev=np.array(energies),
+                          member_flux_ev_ang_per_fs=np.array(member_fluxes).reshape(len(members), len(fluxes), 3),
                           temperature_samples_k=np.array(temperatures),
                           initial_total_energy_ev=np.float64(e0), flux_dt_fs=np.float64(settings.timestep_fs *
                                                                                         settings.flux_every),

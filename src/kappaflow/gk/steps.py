@@ -37,7 +37,7 @@ PRESETS = {
 #: the settings the MD depends on (the rules' params: an analysis setting changed reruns no MD)
 MD_KEYS = ("potential", "sw_partition", "supercell", "timestep_fs", "thermalisation_steps", "start_spacing_steps",
            "friction_per_fs", "n_trajectories", "trajectory_steps", "flux_every", "segment_steps",
-           "max_drift_ev_per_atom", "gauge", "seed")
+           "max_drift_ev_per_atom", "gauge", "committee_spread", "seed")
 #: the settings of the analysis of the stored fluxes
 ANALYSIS_KEYS = ("max_lag_fs", "filter_thz", "subtract_mean", "cepstral", "on_no_dip")
 
@@ -84,6 +84,16 @@ def make_model(gk_cfg: dict, model_paths=()):
     if not dirs:
         raise KappaflowError("gk.potential committee: no model directories (run the ML route: snakemake ml)")
     return CommitteeAtomicEnergies(Committee.load(dirs))
+
+
+def member_models(gk_cfg: dict, model) -> list:
+    """The committee's members as atomic-energy models (gk.committee_spread with gk.potential committee),
+    whose heat flux is taken on the mean's trajectory; none otherwise."""
+    if gk_cfg["potential"] != "committee" or not gk_cfg.get("committee_spread", True):
+        return []
+    from kappaflow.gk.committee_tf import CommitteeAtomicEnergies
+
+    return [CommitteeAtomicEnergies(model.committee, member=k) for k in range(model.n_members)]
 
 
 def model_label(gk_cfg: dict, model_paths=()) -> dict:
@@ -142,18 +152,21 @@ def gk_trajectory(starts_path, index: int, gk_cfg: dict, model_paths, checkpoint
     starts = read_trajectory(starts_path)
     settings = md_settings(cfg, float(starts["provenance"]["settings"]["temperature_k"]))
     model = make_model(cfg, model_paths)
-    gauge = None
+    members = member_models(cfg, model)
+    gauge, member_gauges = None, ()
     if cfg["gauge"]:
         from ase.data import chemical_symbols
 
         symbols = [chemical_symbols[z] for z in starts["numbers"]]
-        gauge = gauge_matrices(model, np.array(starts["provenance"]["reference_positions_ang"]), starts["cell_ang"],
-                               symbols)
+        reference = np.array(starts["provenance"]["reference_positions_ang"])
+        gauge = gauge_matrices(model, reference, starts["cell_ang"], symbols)
+        member_gauges = tuple(gauge_matrices(m, reference, starts["cell_ang"], symbols) for m in members)
     provenance = {**model_label(cfg, model_paths), "gauge": bool(cfg["gauge"]), "form": "unfolded"}
     checkpoint = Path(checkpoint_path)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     run_trajectory(Path(starts_path), int(index), CompiledModel(model), settings, checkpoint, provenance,
-                   gauge=gauge, log=logs.progress)
+                   gauge=gauge, log=logs.progress, members=tuple(CompiledModel(m) for m in members),
+                   member_gauges=member_gauges)
     atomic.copy_file(checkpoint, out_path)
     return Path(out_path)
 
@@ -193,6 +206,9 @@ def gk_analyse(trajectory_paths, gk_cfg: dict, out_json, hfacf_png, kappa_tau_pn
         kappa, err, details = cepstral_kappa(fluxes, dt, T, V)
         summary["cepstral"] = {"kappa_w_per_mk": kappa, "kappa_stderr_w_per_mk": err,
                                "n_components": details["n_components"], "library": "sportran"}
+    members = [t.get("member_flux_ev_ang_per_fs", np.zeros((0, 0, 3))) for t in trajs]
+    if members and members[0].shape[0] > 0:
+        summary["committee"] = committee_spread(members, dt, T, V, result.cutoff_fs, cfg)
     temps = summary["md_temperature_mean_k"]
     where = (f"first dip at {result.cutoff_fs:g} fs" if result.converged else
              f"NOT CONVERGED: no first dip, κ(τ) read at the longest lag {result.cutoff_fs:g} fs")
@@ -207,6 +223,28 @@ def gk_analyse(trajectory_paths, gk_cfg: dict, out_json, hfacf_png, kappa_tau_pn
     _plot_analysis(result, summary, hfacf_png, kappa_tau_png)
     _plot_convergence(summary, convergence_png)
     return summary
+
+
+def committee_spread(member_fluxes, dt_fs: float, temperature_k: float, volume_ang3: float, cutoff_fs: float,
+                     cfg: dict) -> dict:
+    """κ of each committee member from its heat flux on the mean's trajectories (``member_fluxes``: one
+    (n_members, n_samples, 3) array per trajectory), read at the mean's cutoff; the spread is their standard
+    deviation: the committee's uncertainty of the potential carried to κ, to first order (the members'
+    own dynamics are not run)."""
+    from kappaflow.gk.analysis import green_kubo
+
+    n_members = {m.shape[0] for m in member_fluxes}
+    if len(n_members) != 1:
+        raise KappaflowError(f"gk: the trajectories carry the fluxes of different numbers of members {sorted(n_members)}")
+    kappas = []
+    for k in range(n_members.pop()):
+        r = green_kubo([m[k] for m in member_fluxes], dt_fs, temperature_k, volume_ang3, float(cfg["max_lag_fs"]),
+                       float(cfg["filter_thz"]), subtract_mean=bool(cfg["subtract_mean"]), at_lag_fs=cutoff_fs)
+        kappas.append(r.kappa_w_per_mk)
+    kappas = np.array(kappas)
+    return {"kappa_per_member_w_per_mk": kappas.tolist(), "kappa_member_mean_w_per_mk": float(kappas.mean()),
+            "spread_w_per_mk": float(kappas.std(ddof=1)) if kappas.size > 1 else float("nan"),
+            "at_cutoff_fs": float(cutoff_fs)}
 
 
 def _plot_convergence(summary, out_png) -> None:
@@ -301,6 +339,8 @@ def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png) -> None:
                "kappa_gk_stderr_w_per_mk": s["kappa_stderr_w_per_mk"], "cutoff_fs": s["cutoff_fs"],
                "n_atoms": s["n_atoms"], "n_trajectories": s["n_trajectories"], "trajectory_ps": s["trajectory_ps"],
                "converged": s["converged"]}
+        if "committee" in s:
+            row["kappa_gk_committee_spread_w_per_mk"] = s["committee"]["spread_w_per_mk"]
         if "cepstral" in s:
             row["kappa_cepstral_w_per_mk"] = s["cepstral"]["kappa_w_per_mk"]
             row["kappa_cepstral_stderr_w_per_mk"] = s["cepstral"]["kappa_stderr_w_per_mk"]
@@ -333,6 +373,10 @@ def _plot_report(table, bte, out_png) -> None:
         if mask.any():
             ax.errorbar(table["temperature_k"][mask], table["kappa_gk_w_per_mk"][mask],
                         yerr=table["kappa_gk_stderr_w_per_mk"][mask], fmt=fmt, capsize=3, label=label)
+    if "kappa_gk_committee_spread_w_per_mk" in table:
+        ax.errorbar(table["temperature_k"] - 3, table["kappa_gk_w_per_mk"],
+                    yerr=table["kappa_gk_committee_spread_w_per_mk"], fmt="none", ecolor="C4", capsize=5, lw=2,
+                    label="committee spread of the GK κ (members' fluxes on the mean's trajectories)")
     if "kappa_cepstral_w_per_mk" in table:
         ax.errorbar(table["temperature_k"] + 3, table["kappa_cepstral_w_per_mk"],
                     yerr=table["kappa_cepstral_stderr_w_per_mk"], fmt="s", capsize=3, label="Green–Kubo (cepstral, sportran), same fluxes")
