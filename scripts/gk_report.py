@@ -3,4 +3,5 @@ from kappaflow.gk.steps import gk_report
 from kappaflow.scriptutil import run
 
 run(gk_report, list(snakemake.input.kappa), snakemake.input.bte[0] if snakemake.input.bte else None,
-    snakemake.output.table, snakemake.output.figure, log=snakemake.log)
+    snakemake.output.table, snakemake.output.figure,
+    snakemake.input.bte_classical[0] if snakemake.input.bte_classical else None, log=snakemake.log)

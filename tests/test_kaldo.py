@@ -71,24 +71,25 @@ def kaldo_folder(demo_run, tmp_path_factory):
     return folder, scell
 
 
-def kaldo_kappa(folder, scell, unfolding: bool) -> np.ndarray:
-    """κ (3×3, W/mK) by kALDo's RTA from the ShengBTE-format files in ``folder``."""
+def kaldo_kappa(folder, scell, unfolding: bool, classical: bool = False) -> np.ndarray:
+    """κ (3×3, W/mK) by kALDo's RTA from the ShengBTE-format files in ``folder`` (``classical``: kALDo's
+    classical occupations and heat capacities, ``is_classic``)."""
     from kaldo.conductivity import Conductivity
     from kaldo.forceconstants import ForceConstants
     from kaldo.phonons import Phonons
 
     logging.getLogger("kaldo").setLevel(logging.WARNING)
     fc = ForceConstants.from_folder(str(folder), supercell=scell, format="shengbte")
-    phonons = Phonons(forceconstants=fc, kpts=MESH, temperature=T_K, is_classic=False,
+    phonons = Phonons(forceconstants=fc, kpts=MESH, temperature=T_K, is_classic=classical,
                       third_bandwidth=KALDO_BANDWIDTH_THZ, broadening_shape="gauss",
                       include_isotopes=False, is_unfolding=unfolding, storage="memory",
-                      folder=str(folder / "kaldo_out"))
+                      folder=str(folder / ("kaldo_out_classic" if classical else "kaldo_out")))
     kappa = Conductivity(phonons=phonons, method="rta", storage="memory").conductivity.sum(axis=0)
     return np.asarray(kappa, dtype=np.float64)
 
 
-def phono3py_kappa(results, make_r0_average: bool) -> np.ndarray:
-    """κ (3×3) by phono3py's RTA on the pipeline's fc2/fc3.hdf5, with kALDo's Gaussian truncation."""
+def phono3py_with_fc(results, make_r0_average: bool):
+    """phono3py on the pipeline's fc2/fc3.hdf5, with kALDo's Gaussian truncation."""
     from phono3py import Phono3py
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
 
@@ -97,9 +98,15 @@ def phono3py_kappa(results, make_r0_average: bool) -> np.ndarray:
                    make_r0_average=make_r0_average, log_level=0)
     ph3.fc2 = read_fc2_from_hdf5(filename=str(results / "fc/fc2.hdf5"))
     ph3.fc3 = read_fc3_from_hdf5(filename=str(results / "fc/fc3.hdf5"))
+    ph3.sigma_cutoff = PHONO3PY_SIGMA_CUTOFF
+    return ph3
+
+
+def phono3py_kappa(results, make_r0_average: bool) -> np.ndarray:
+    """κ (3×3) by phono3py's RTA on the pipeline's fc2/fc3.hdf5, with kALDo's Gaussian truncation."""
+    ph3 = phono3py_with_fc(results, make_r0_average)
     ph3.mesh_numbers = MESH
     ph3.sigmas = [SIGMA_THZ]
-    ph3.sigma_cutoff = PHONO3PY_SIGMA_CUTOFF
     ph3.init_phph_interaction()
     ph3.run_thermal_conductivity(temperatures=[T_K], is_isotope=False)
     xx, yy, zz, yz, xz, xy = np.asarray(ph3.thermal_conductivity.kappa, dtype=np.float64)[0, 0]
@@ -130,3 +137,24 @@ def test_kaldo_reading_the_files_as_shengbte_does_agrees_with_the_pipeline(demo_
     # measured +7.5 % (406.3 vs 377.9; +6.7 % against phono3py with kALDo's Gaussian truncation); the
     # convention spread is 20 %: see the module docstring
     assert k_kaldo == pytest.approx(k_pipeline, rel=0.12)
+
+
+def test_classical_occupations_kaldo_and_the_scaled_phono3py_agree(demo_run, kaldo_folder):
+    """The GK route's classical BTE (kappaflow.gk.steps.bte_classical: phono3py has no classical switch, so
+    its quantum κ at 10⁵ K scaled by 10⁵ K / T) against kALDo's own classical statistics (``is_classic``:
+    n = k_BT/ħω, C = k_B), on the same interpolation as the quantum comparison above."""
+    from kappaflow.gk.steps import bte_classical
+
+    folder, scell = kaldo_folder
+    k_kaldo = np.diag(kaldo_kappa(folder, scell, unfolding=True, classical=True))
+    out = bte_classical(phono3py_with_fc(demo_run, make_r0_average=False), MESH, [T_K], "rta", SIGMA_THZ)
+    k_classical, k_quantum = out["kappa_classical_w_per_mk"][0], out["kappa_quantum_w_per_mk"][0]
+    print(f"kappa(300 K) W/mK, classical: kALDo {k_kaldo}, phono3py scaled {k_classical:.2f}; "
+          f"quantum (phono3py) {k_quantum:.2f}")
+    assert np.allclose(k_kaldo, k_classical, rtol=0.015), (k_kaldo, k_classical)
+    # the scaling's own error, O((ħω/k_B T_h)²): halving T_h changes the classical κ by < 1e-4
+    half = bte_classical(phono3py_with_fc(demo_run, make_r0_average=False), MESH, [T_K], "rta", SIGMA_THZ,
+                         high_temperature_k=5.0e4)["kappa_classical_w_per_mk"][0]
+    assert half == pytest.approx(k_classical, rel=1e-4)
+    # and it is a different number from the quantum one (classical occupations scatter more at 300 K)
+    assert abs(k_classical - k_quantum) > 0.03 * k_quantum

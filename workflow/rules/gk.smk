@@ -91,12 +91,36 @@ rule gk_analyse:
         "../../scripts/gk_analyse.py"
 
 
+def gk_force_constants(wildcards):
+    """fc2/fc3 of the GK route's potential: the DFT route's for sw, the ML route's committee for committee."""
+    base = f"{R}/fc" if GKCFG["potential"] == "sw" else f"{ML}/{MAIN_MODEL}/fc"
+    return {"fc2": f"{base}/fc2.hdf5", "fc3": f"{base}/fc3.hdf5"}
+
+
+rule gk_bte_classical:
+    conda:
+        "../../envs/phonons.yaml"
+    input:
+        unpack(gk_force_constants),
+        disp=f"{R}/sow/phono3py_disp.yaml",
+    output:
+        f"{GK}/bte_classical.csv",
+    params:
+        bte=config["bte"],
+        temperatures_k=GKCFG["temperatures_k"],
+    log:
+        f"{GK}/logs/bte_classical.log",
+    script:
+        "../../scripts/gk_bte_classical.py"
+
+
 rule gk_report:
     conda:
         "../../envs/ml.yaml"
     input:
         kappa=expand(f"{GK}/T{{T}}/kappa.json", T=GK_TEMPS),
         bte=gk_bte_kappa,
+        bte_classical=lambda wc: [f"{GK}/bte_classical.csv"] if GKCFG["compare_bte"] else [],
     output:
         table=f"{GK}/kappa_gk.csv",
         figure=report(f"{GK}/kappa_gk_vs_bte.png", caption="../report/gk_vs_bte.rst", category="Green-Kubo"),

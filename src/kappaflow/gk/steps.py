@@ -21,7 +21,8 @@ import numpy as np
 from kappaflow.errors import ConfigError, KappaflowError
 
 __all__ = ["PRESETS", "MD_KEYS", "ANALYSIS_KEYS", "resolve_settings", "md_params", "analysis_params", "make_model",
-           "md_settings", "gk_starts", "gk_trajectory", "gk_analyse", "gk_report"]
+           "md_settings", "gk_starts", "gk_trajectory", "gk_analyse", "gk_report", "bte_classical",
+           "gk_bte_classical", "committee_spread", "member_models"]
 
 #: the preset values of the keys left null in the config (supercell: repeats of the unit cell)
 PRESETS = {
@@ -324,7 +325,55 @@ def _plot_analysis(result, summary, hfacf_png, kappa_tau_png) -> None:
     save_figure(fig, kappa_tau_png)
 
 
-def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png) -> None:
+#: the temperature of the quantum run whose κ, scaled by T_high/T, is the classical κ (module gk_bte_classical)
+CLASSICAL_HIGH_TEMPERATURE_K = 1.0e5
+
+
+def bte_classical(ph3, mesh, temperatures_k, method: str = "rta", sigma_thz=None,
+                  high_temperature_k: float = CLASSICAL_HIGH_TEMPERATURE_K) -> dict:
+    """The intrinsic (three-phonon only: no isotopes, no boundary; the MD has neither) BTE κ tr/3 with
+    quantum occupations at ``temperatures_k``, and with classical ones.
+
+    phono3py (4.10) has no classical switch; the classical κ follows from its quantum run at one high
+    temperature T_h: with n(ω) = k_BT/ħω the three-phonon rates (n2 + n3 + 1, n2 − n3) are ∝ T and the mode
+    heat capacity is k_B, so the classical κ is ∝ 1/T, κ_cl(T) = κ_cl(T_h) T_h/T; and at T_h ≫ ħω_max/k_B
+    the quantum κ equals the classical one up to O((ħω/k_BT_h)²) (the −½ of n = k_BT/ħω − ½ + … cancel in
+    both combinations): 5e-5 for Si at 10⁵ K.  This holds for RTA and LBTE alike."""
+    from kappaflow.bte import run_phono3py
+
+    temps = np.asarray(temperatures_k, dtype=np.float64)
+    result = run_phono3py(ph3, mesh, np.append(temps, high_temperature_k), method, isotopes=False,
+                          boundary_mfp_um=None, sigma_thz=sigma_thz)
+    iso = np.trace(result.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
+    return {"temperature_k": temps, "kappa_quantum_w_per_mk": iso[:-1],
+            "kappa_classical_w_per_mk": iso[-1] * high_temperature_k / temps, "high_temperature_k": high_temperature_k}
+
+
+def gk_bte_classical(disp_yaml, fc2_path, fc3_path, bte_cfg: dict, temperatures_k, out_csv) -> None:
+    """The intrinsic BTE κ of the GK route's potential at the GK temperatures, quantum and classical
+    (:func:`bte_classical`), as a table."""
+    import pandas as pd
+    from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+
+    from kappaflow import atomic, logs
+    from kappaflow.sow import load_phono3py
+
+    ph3 = load_phono3py(disp_yaml)
+    ph3.fc3 = read_fc3_from_hdf5(filename=str(fc3_path))
+    ph3.fc2 = read_fc2_from_hdf5(filename=str(fc2_path))
+    out = bte_classical(ph3, bte_cfg["mesh"], temperatures_k, bte_cfg["method"], bte_cfg["sigma_thz"])
+    table = pd.DataFrame({"temperature_k": out["temperature_k"],
+                          "kappa_bte_intrinsic_quantum_w_per_mk": out["kappa_quantum_w_per_mk"],
+                          "kappa_bte_intrinsic_classical_w_per_mk": out["kappa_classical_w_per_mk"]})
+    for _, row in table.iterrows():
+        logs.progress(f"gk: intrinsic BTE κ({row.temperature_k:g} K) quantum "
+                      f"{row.kappa_bte_intrinsic_quantum_w_per_mk:.1f}, classical "
+                      f"{row.kappa_bte_intrinsic_classical_w_per_mk:.1f} W/mK")
+    with atomic.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")
+
+
+def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png, bte_classical_csv=None) -> None:
     """κ_GK(T) (first dip and cepstral) next to the BTE κ of the same potential (tr/3 at the same T)."""
     import pandas as pd
 
@@ -353,12 +402,19 @@ def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png) -> None:
             row["kappa_bte_w_per_mk"] = float(np.interp(T, bte.temperatures_k, iso))
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("temperature_k")
+    classical = None
+    if bte_classical_csv:
+        classical = pd.read_csv(bte_classical_csv)
+        table = table.merge(classical, on="temperature_k", how="left", validate="one_to_one")
+        if table["kappa_bte_intrinsic_classical_w_per_mk"].isna().any():
+            raise KappaflowError(f"{bte_classical_csv}: no classical BTE κ at every GK temperature "
+                                 f"({', '.join(f'{t:g}' for t in table['temperature_k'])} K)")
     with atomic.atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.10g")
-    _plot_report(table, bte, out_png)
+    _plot_report(table, bte, out_png, classical)
 
 
-def _plot_report(table, bte, out_png) -> None:
+def _plot_report(table, bte, out_png, classical=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -382,7 +438,12 @@ def _plot_report(table, bte, out_png) -> None:
                     yerr=table["kappa_cepstral_stderr_w_per_mk"], fmt="s", capsize=3, label="Green–Kubo (cepstral, sportran), same fluxes")
     if bte is not None:
         iso = np.trace(bte.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
-        ax.plot(bte.temperatures_k, iso, "k-", label="BTE (RTA, quantum occupations), same potential, the sow supercell")
+        ax.plot(bte.temperatures_k, iso, "k-", label="BTE (quantum occupations), same potential, the sow supercell")
+    if classical is not None:
+        ax.plot(classical["temperature_k"], classical["kappa_bte_intrinsic_quantum_w_per_mk"], "k--", marker=".",
+                label="BTE, quantum, intrinsic (no isotopes, no boundary: as in the MD)")
+        ax.plot(classical["temperature_k"], classical["kappa_bte_intrinsic_classical_w_per_mk"], "C1--", marker="D",
+                label="BTE, classical occupations, intrinsic (the MD's statistics)")
     ax.set_xlabel("T (K)")
     ax.set_ylabel("κ (W/mK), tr/3")
     ax.set_yscale("log")
