@@ -74,4 +74,3 @@ def test_a_lost_trajectory_is_taken_from_its_checkpoint(gk_run):
     assert "step " not in log, log  # the complete checkpoint is copied, no MD step is taken again
     assert (gk / "traj1.npz").read_bytes() == before
     print(f"rerun after the loss: {time.time() - t0:.0f} s")
-

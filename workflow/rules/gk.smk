@@ -18,11 +18,15 @@ def gk_models(wildcards):
     return [f"{ML}/models/{MAIN_MODEL}/member{m}/model.npz" for m in MEMBERS]
 
 
+# the results of the same potential's BTE route: the DFT route's for sw, the ML route's committee for committee
+GK_SAME_POTENTIAL = R if GKCFG["potential"] == "sw" else f"{ML}/{MAIN_MODEL}"
+
+
 def gk_bte_kappa(wildcards):
-    """The BTE kappa of the same potential (gk.compare_bte): the DFT route's for sw, the ML route's for committee."""
+    """The BTE kappa of the same potential (gk.compare_bte)."""
     if not GKCFG["compare_bte"]:
         return []
-    return [f"{R}/bte/kappa.csv" if GKCFG["potential"] == "sw" else f"{ML}/{MAIN_MODEL}/bte/kappa.csv"]
+    return [f"{GK_SAME_POTENTIAL}/bte/kappa.csv"]
 
 
 rule gk_starts:
@@ -91,17 +95,12 @@ rule gk_analyse:
         "../../scripts/gk_analyse.py"
 
 
-def gk_force_constants(wildcards):
-    """fc2/fc3 of the GK route's potential: the DFT route's for sw, the ML route's committee for committee."""
-    base = f"{R}/fc" if GKCFG["potential"] == "sw" else f"{ML}/{MAIN_MODEL}/fc"
-    return {"fc2": f"{base}/fc2.hdf5", "fc3": f"{base}/fc3.hdf5"}
-
-
 rule gk_bte_classical:
     conda:
         "../../envs/phonons.yaml"
     input:
-        unpack(gk_force_constants),
+        fc2=f"{GK_SAME_POTENTIAL}/fc/fc2.hdf5",
+        fc3=f"{GK_SAME_POTENTIAL}/fc/fc3.hdf5",
         disp=f"{R}/sow/phono3py_disp.yaml",
     output:
         f"{GK}/bte_classical.csv",
