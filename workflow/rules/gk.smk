@@ -97,7 +97,7 @@ rule gk_analyse:
 
 rule gk_bte_classical:
     conda:
-        "../../envs/phonons.yaml"
+        "../../envs/ml.yaml"
     input:
         fc2=f"{GK_SAME_POTENTIAL}/fc/fc2.hdf5",
         fc3=f"{GK_SAME_POTENTIAL}/fc/fc3.hdf5",
