@@ -117,7 +117,7 @@ def test_active_learning_tensorflow_jobs_ask_for_one_gpu_on_the_gpu_partition(ru
     assert "--gres=gpu:1" in opts and "--ntasks-per-gpu=1" in opts
 
 
-@pytest.mark.parametrize("rule", ["gk_trajectory", "gk_starts"])
+@pytest.mark.parametrize("rule", ["gk_trajectory", "gk_starts", "gk_size_trajectory", "gk_size_starts"])
 def test_green_kubo_md_jobs_ask_for_one_gpu_on_the_gpu_partition(rule):
     """Each GK trajectory (and the thermalisation) runs the potential in TensorFlow: one A100, a day."""
     opts = options(sbatch_call(job_of(rule)))

@@ -129,3 +129,22 @@ def test_figure_titles_mark_mock_forces():
     assert config.figure_title(real) == "Si, LDA"
     assert config.figure_title(mock) == "Si, LDA [mock pw.x: stillinger-weber-si]"
     assert config.figure_title({"name": "ges2", "dft": {"pw_command": "pw.x"}}) == "ges2"
+
+
+def test_gk_cell_size_study_settings(cfgdir):
+    """gk.cell_sizes: the cells of the study, the main run's gk.supercell among them, smallest first; a
+    repeated cell or a cell that is not three integers is refused."""
+    from kappaflow.gk.steps import md_params, resolve_settings, size_cells
+
+    gk = config.load("config/config.yaml", {"gk": {"cell_sizes": [[5, 5, 5], [4, 4, 4]]}})["gk"]
+    cfg = resolve_settings(gk)  # light preset: gk.supercell 3x3x3
+    assert size_cells(cfg) == ["3x3x3", "4x4x4", "5x5x5"]
+    assert md_params(cfg, supercell="4x4x4")["supercell"] == [4, 4, 4] and md_params(cfg)["supercell"] == [3, 3, 3]
+    assert "cell_sizes" not in md_params(cfg)  # a changed study reruns no MD of the main run
+    assert size_cells(resolve_settings(config.load("config/config.yaml")["gk"])) == []
+    with pytest.raises(ConfigError, match=r"gk.cell_sizes: 4x4x4 given more than once"):
+        resolve_settings({**gk, "cell_sizes": [[4, 4, 4], [4, 4, 4]]})
+    with pytest.raises(ConfigError, match="cell_sizes"):
+        config.load("config/config.yaml", {"gk": {"cell_sizes": [[4, 4]]}})
+    with pytest.raises(ConfigError, match="three positive integers"):
+        md_params(cfg, supercell="4x4")

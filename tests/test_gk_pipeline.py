@@ -60,6 +60,28 @@ def test_gk_runs_end_to_end_with_both_estimators_beside_the_bte(gk_run):
         assert (gk / name).stat().st_size > 10_000, name
 
 
+def test_the_cell_size_study_runs_each_cell_with_the_same_settings(gk_run):
+    """gk.cell_sizes [[3,3,3],[4,4,4]] in the shipped config: 3x3x3 is the main run (not repeated), 4x4x4
+    runs under gk/size/; the table holds each cell's own analysis."""
+    gk = gk_run / "results/si/gk"
+    assert not (gk / "size/3x3x3").exists()  # the main run's gk.supercell is not run twice
+    big = json.loads((gk / "size/4x4x4/T300/kappa.json").read_text())
+    main = json.loads((gk / "T300/kappa.json").read_text())
+    assert big["n_atoms"] == 128 and big["provenance"]["supercell"] == [4, 4, 4]
+    assert main["provenance"]["supercell"] == [3, 3, 3]
+    assert big["n_trajectories"] == main["n_trajectories"] and big["trajectory_ps"] == main["trajectory_ps"]
+    assert big["volume_ang3"] == pytest.approx(main["volume_ang3"] * 128 / 54, rel=1e-12)
+    table = pd.read_csv(gk / "size/kappa_vs_cell.csv")
+    assert list(table["supercell"]) == ["3x3x3", "4x4x4"] and list(table["n_atoms"]) == [54, 128]
+    for row, s in zip(table.itertuples(), (main, big)):
+        assert row.kappa_gk_w_per_mk == pytest.approx(s["kappa_w_per_mk"], rel=1e-9)
+        assert row.kappa_gk_stderr_w_per_mk == pytest.approx(s["kappa_stderr_w_per_mk"], rel=1e-9)
+        assert row.kappa_cepstral_w_per_mk == pytest.approx(s["cepstral"]["kappa_w_per_mk"], rel=1e-9)
+    # independent starting points per cell: the 4x4x4 fluxes are not the 3x3x3 ones
+    assert big["kappa_w_per_mk"] != main["kappa_w_per_mk"]
+    assert (gk / "size/kappa_vs_cell.png").stat().st_size > 10_000
+
+
 def test_a_lost_trajectory_is_taken_from_its_checkpoint(gk_run):
     gk = gk_run / "results/si/gk/T300"
     before = (gk / "traj1.npz").read_bytes()

@@ -120,8 +120,8 @@ def write_table(path, rows: list[dict]) -> None:
         w = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "wall_time_s": f"{r['wall_time_s']:.3f}", "speedup": f"{r['speedup']:.4f}",
-                        "efficiency": f"{r['efficiency']:.4f}"})
+            w.writerow({**r, "wall_time_s": f"{r['wall_time_s']:.3f}", "speedup": f"{r['speedup']:.6g}",
+                        "efficiency": f"{r['efficiency']:.6g}"})
 
 
 def plot(rows: list[dict], strong_png, weak_png, title: str = "", unit: str = "MPI ranks") -> None:

@@ -2,13 +2,20 @@
 # (one job each) -> HFACF, kappa(tau), first dip (+ sportran's cepstral kappa) -> GK vs BTE table and figure.
 #   snakemake gk --configfile config/mock/si_gk.yaml
 from kappaflow.gk.steps import analysis_params as gk_analysis_params
+from kappaflow.gk.steps import cell_label as gk_cell_label
 from kappaflow.gk.steps import md_params as gk_md_params
 from kappaflow.gk.steps import resolve_settings as gk_resolve_settings
+from kappaflow.gk.steps import size_cells as gk_size_cells
 
 GKCFG = gk_resolve_settings(config["gk"])
 GK = f"{R}/gk"
 GK_TEMPS = [f"{float(t):g}" for t in GKCFG["temperatures_k"]]
 GK_TRAJS = list(range(int(GKCFG["n_trajectories"])))
+# the cell-size study (gk.cell_sizes): every cell but the main run's gk.supercell runs under GK/size/<cell>/
+GK_MAIN_CELL = gk_cell_label(GKCFG["supercell"])
+GK_SIZE_RUNS = [(c, T) for c in gk_size_cells(GKCFG) for T in GK_TEMPS]
+GK_SIZE_KAPPA = [f"{GK}/T{T}/kappa.json" if c == GK_MAIN_CELL else f"{GK}/size/{c}/T{T}/kappa.json"
+                 for c, T in GK_SIZE_RUNS]
 
 
 def gk_models(wildcards):
@@ -129,7 +136,78 @@ rule gk_report:
         "../../scripts/gk_report.py"
 
 
+# the cell-size study: the rules above, for the cell in the path instead of gk.supercell
+
+
+use rule gk_starts as gk_size_starts with:
+    output:
+        f"{GK}/size/{{cell}}/T{{T}}/starts.npz",
+    params:
+        gk=lambda wc: gk_md_params(GKCFG, supercell=wc.cell),
+    wildcard_constraints:
+        cell="[0-9]+x[0-9]+x[0-9]+",
+        T="[0-9.]+",
+    log:
+        f"{GK}/logs/size_{{cell}}_starts_{{T}}.log",
+
+
+use rule gk_trajectory as gk_size_trajectory with:
+    input:
+        starts=f"{GK}/size/{{cell}}/T{{T}}/starts.npz",
+        models=gk_models,
+    output:
+        f"{GK}/size/{{cell}}/T{{T}}/traj{{k}}.npz",
+    params:
+        gk=lambda wc: gk_md_params(GKCFG, supercell=wc.cell),
+        checkpoint=lambda wc: f"{GK}/size/{wc.cell}/T{wc.T}/checkpoints/traj{wc.k}.npz",
+    wildcard_constraints:
+        cell="[0-9]+x[0-9]+x[0-9]+",
+        T="[0-9.]+",
+        k="[0-9]+",
+    log:
+        f"{GK}/logs/size_{{cell}}_traj_{{T}}_{{k}}.log",
+
+
+use rule gk_analyse as gk_size_analyse with:
+    input:
+        expand(f"{GK}/size/{{{{cell}}}}/T{{{{T}}}}/traj{{k}}.npz", k=GK_TRAJS),
+    output:
+        kappa=f"{GK}/size/{{cell}}/T{{T}}/kappa.json",
+        hfacf=f"{GK}/size/{{cell}}/T{{T}}/hfacf.png",
+        kappa_tau=f"{GK}/size/{{cell}}/T{{T}}/kappa_tau.png",
+        convergence=f"{GK}/size/{{cell}}/T{{T}}/convergence.png",
+    wildcard_constraints:
+        cell="[0-9]+x[0-9]+x[0-9]+",
+        T="[0-9.]+",
+    log:
+        f"{GK}/logs/size_{{cell}}_analyse_{{T}}.log",
+
+
+rule gk_size_report:
+    conda:
+        "../../envs/ml.yaml"
+    input:
+        kappa=GK_SIZE_KAPPA,
+        bte=gk_bte_kappa,
+    output:
+        table=f"{GK}/size/kappa_vs_cell.csv",
+        figure=report(f"{GK}/size/kappa_vs_cell.png", caption="../report/gk_size.rst", category="Green-Kubo"),
+    params:
+        cells=[c for c, _ in GK_SIZE_RUNS],
+    log:
+        f"{GK}/logs/size_report.log",
+    script:
+        "../../scripts/gk_size_report.py"
+
+
+rule gk_size:
+    input:
+        f"{GK}/size/kappa_vs_cell.csv",
+        f"{GK}/size/kappa_vs_cell.png",
+
+
 rule gk:
     input:
         f"{GK}/kappa_gk.csv",
         f"{GK}/kappa_gk_vs_bte.png",
+        [f"{GK}/size/kappa_vs_cell.csv", f"{GK}/size/kappa_vs_cell.png"] if GK_SIZE_RUNS else [],

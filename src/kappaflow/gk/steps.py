@@ -22,7 +22,7 @@ from kappaflow.errors import ConfigError, KappaflowError
 
 __all__ = ["PRESETS", "MD_KEYS", "ANALYSIS_KEYS", "resolve_settings", "md_params", "analysis_params", "make_model",
            "md_settings", "gk_starts", "gk_trajectory", "gk_analyse", "gk_report", "bte_classical",
-           "gk_bte_classical", "committee_spread", "member_models"]
+           "gk_bte_classical", "committee_spread", "member_models", "cell_label", "size_cells", "gk_size_report"]
 
 #: the preset values of the keys left null in the config (supercell: repeats of the unit cell)
 PRESETS = {
@@ -43,8 +43,38 @@ MD_KEYS = ("potential", "sw_partition", "supercell", "timestep_fs", "thermalisat
 ANALYSIS_KEYS = ("max_lag_fs", "filter_thz", "subtract_mean", "cepstral", "on_no_dip")
 
 
-def md_params(cfg: dict) -> dict:
-    return {k: cfg[k] for k in MD_KEYS}
+def md_params(cfg: dict, supercell: str | None = None) -> dict:
+    """The MD settings (the rules' params); ``supercell``: a cell-size study's ``<a>x<b>x<c>`` instead of
+    ``gk.supercell``."""
+    out = {k: cfg[k] for k in MD_KEYS}
+    if supercell is not None:
+        out["supercell"] = parse_cell_label(supercell)
+    return out
+
+
+def cell_label(repeats) -> str:
+    """``[4, 4, 4]`` -> ``"4x4x4"`` (the cell-size study's folder name)."""
+    return "x".join(str(int(n)) for n in repeats)
+
+
+def parse_cell_label(label: str) -> list[int]:
+    parts = str(label).split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"gk: {label!r} is not a supercell label <a>x<b>x<c> of three positive integers")
+    return [int(p) for p in parts]
+
+
+def size_cells(cfg: dict) -> list[str]:
+    """The cells of the size study, ``gk.supercell`` (the main run) among them, smallest first; empty when
+    ``gk.cell_sizes`` is empty."""
+    sizes = [cell_label(c) for c in cfg.get("cell_sizes") or []]
+    if not sizes:
+        return []
+    repeated = sorted({c for c in sizes if sizes.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"gk.cell_sizes: {', '.join(repeated)} given more than once")
+    cells = set(sizes) | {cell_label(cfg["supercell"])}
+    return sorted(cells, key=lambda c: (int(np.prod(parse_cell_label(c))), c))
 
 
 def analysis_params(cfg: dict) -> dict:
@@ -68,6 +98,7 @@ def resolve_settings(gk_cfg: dict) -> dict:
                           f"{steps * float(cfg['timestep_fs']):g} fs")
     if float(cfg["max_lag_fs"]) < 8 * dt:
         raise ConfigError(f"gk: max_lag_fs {cfg['max_lag_fs']:g} fs is fewer than 8 flux samples ({dt:g} fs apart)")
+    size_cells(cfg)  # a repeated cell in gk.cell_sizes stops here
     if int(cfg["segment_steps"]) % int(cfg["flux_every"]):
         raise ConfigError(f"gk: segment_steps {cfg['segment_steps']} must be a multiple of flux_every {cfg['flux_every']}")
     return cfg
@@ -162,7 +193,8 @@ def gk_trajectory(starts_path, index: int, gk_cfg: dict, model_paths, checkpoint
         reference = np.array(starts["provenance"]["reference_positions_ang"])
         gauge = gauge_matrices(model, reference, starts["cell_ang"], symbols)
         member_gauges = tuple(gauge_matrices(m, reference, starts["cell_ang"], symbols) for m in members)
-    provenance = {**model_label(cfg, model_paths), "gauge": bool(cfg["gauge"]), "form": "unfolded"}
+    provenance = {**model_label(cfg, model_paths), "gauge": bool(cfg["gauge"]), "form": "unfolded",
+                  "supercell": starts["provenance"].get("supercell")}
     checkpoint = Path(checkpoint_path)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     run_trajectory(Path(starts_path), int(index), CompiledModel(model), settings, checkpoint, provenance,
@@ -412,6 +444,79 @@ def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png, bte_classical_csv=No
     with atomic.atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.10g")
     _plot_report(table, bte, out_png, classical)
+
+
+def gk_size_report(kappa_jsons, cells, out_csv, out_png, bte_kappa_csv=None) -> None:
+    """κ vs cell size: one row per (supercell, temperature) from each run's kappa.json (``cells``: the
+    ``<a>x<b>x<c>`` label of each file), and the figure; the BTE κ of the same potential as a line."""
+    import pandas as pd
+
+    from kappaflow import atomic, logs
+    from kappaflow.bte import read_kappa_csv
+
+    if len(kappa_jsons) != len(cells):
+        raise KappaflowError(f"gk_size_report: {len(kappa_jsons)} kappa files for {len(cells)} cells")
+    rows = []
+    for path, cell in zip(kappa_jsons, cells):
+        s = json.loads(Path(path).read_text())
+        recorded = s.get("provenance", {}).get("supercell")
+        if recorded is not None and cell_label(recorded) != cell:
+            raise KappaflowError(f"{path}: the trajectories are of the {cell_label(recorded)} supercell, not {cell}")
+        row = {"supercell": cell, "n_atoms": s["n_atoms"], "temperature_k": s["temperature_k"],
+               "kappa_gk_w_per_mk": s["kappa_w_per_mk"], "kappa_gk_stderr_w_per_mk": s["kappa_stderr_w_per_mk"],
+               "cutoff_fs": s["cutoff_fs"], "converged": s["converged"], "n_trajectories": s["n_trajectories"],
+               "trajectory_ps": s["trajectory_ps"]}
+        if "cepstral" in s:
+            row["kappa_cepstral_w_per_mk"] = s["cepstral"]["kappa_w_per_mk"]
+            row["kappa_cepstral_stderr_w_per_mk"] = s["cepstral"]["kappa_stderr_w_per_mk"]
+        rows.append(row)
+        logs.progress(f"gk size {cell} ({s['n_atoms']} atoms), {s['temperature_k']:g} K: κ = {s['kappa_w_per_mk']:.2f} "
+                      f"± {s['kappa_stderr_w_per_mk']:.2f} W/mK" + ("" if s["converged"] else " (no first dip)"))
+    table = pd.DataFrame(rows).sort_values(["temperature_k", "n_atoms"]).reset_index(drop=True)
+    with atomic.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")
+    _plot_size(table, read_kappa_csv(bte_kappa_csv) if bte_kappa_csv else None, out_png)
+
+
+def _plot_size(table, bte, out_png) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kappaflow.plotting import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for i, (T, part) in enumerate(table.groupby("temperature_k")):
+        color = f"C{i}"
+        conv = part["converged"].astype(bool)
+        for mask, face, label in ((conv, color, f"{T:g} K, first dip"),
+                                  (~conv, "white", f"{T:g} K, no first dip: κ(τ) at the longest lag")):
+            if mask.any():
+                ax.errorbar(part["n_atoms"][mask], part["kappa_gk_w_per_mk"][mask],
+                            yerr=part["kappa_gk_stderr_w_per_mk"][mask], fmt="o-", mfc=face, mec=color, color=color,
+                            capsize=3, label=label)
+        if "kappa_cepstral_w_per_mk" in part:
+            ax.errorbar(part["n_atoms"] * 1.03, part["kappa_cepstral_w_per_mk"],
+                        yerr=part["kappa_cepstral_stderr_w_per_mk"], fmt="s:", color=color, alpha=0.6, capsize=3,
+                        label=f"{T:g} K, cepstral (sportran)")
+        if bte is not None:
+            iso = np.trace(bte.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
+            if bte.temperatures_k.min() <= T <= bte.temperatures_k.max():
+                ax.axhline(float(np.interp(T, bte.temperatures_k, iso)), color=color, ls="--", lw=1,
+                           label=f"{T:g} K, BTE of the same potential")
+    cells = table.drop_duplicates("supercell").sort_values("n_atoms")
+    ax.set_xscale("log")
+    ax.set_xticks(cells["n_atoms"], [f"{n}\n{c}" for n, c in zip(cells["n_atoms"], cells["supercell"])])
+    ax.minorticks_off()
+    ax.set_xlabel("atoms in the MD cell (supercell of the relaxed unit cell)")
+    ax.set_ylabel("κ (W/mK), tr/3")
+    first = table.iloc[0]
+    ax.set_title(f"Green–Kubo κ vs cell size: {int(first.n_trajectories)} × {first.trajectory_ps:g} ps per cell")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out_png)
 
 
 def _plot_report(table, bte, out_png, classical=None) -> None:
