@@ -68,4 +68,6 @@ rule all:
         f"{R}/report/kappa_linear.png",
         f"{R}/report/kappa_log.png",
         f"{R}/report/dispersion.png",
+        # where the heat is carried (phono3py's mode file; not with bte.backend shengbte)
+        [f"{R}/analysis/cumulative_kappa.png", f"{R}/analysis/kappa_loglog.png"] if BTE_MODES else [],
     default_target: True

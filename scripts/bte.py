@@ -6,4 +6,4 @@ run(run_bte, snakemake.input.disp, snakemake.input.fc2, snakemake.input.fc3, sna
     snakemake.output.kappa, workdir=snakemake.params.workdir,
     shengbte_files={"fc2_shengbte": snakemake.input.fc2_shengbte,
                     "fc3_shengbte": snakemake.input.fc3_shengbte},
-    provenance=dict(snakemake.params.provenance), log=snakemake.log)
+    provenance=dict(snakemake.params.provenance), modes_path=snakemake.output.get("modes"), log=snakemake.log)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -43,6 +44,12 @@ def test_ml_route_produces_kappa_figures_and_a_summary(ml_run):
     for name in ("kappa_ml_vs_dft.png", "force_parity.png", "training_curves.png",
                  "committee_disagreement.png", "timing_dft_vs_ml.csv"):
         assert (ml / "disp_aimd-full/report" / name).stat().st_size > 0
+    # the analysis of the ML route's BTE (in the ml target): the cumulative κ ends at the ML κ table's tr/3
+    cumulative = pd.read_csv(ml / "disp_aimd-full/analysis/cumulative_kappa.csv")
+    ml_kappa = read_kappa_csv(ml / "disp_aimd-full/bte/kappa.csv")
+    i300 = int(np.argmin(abs(ml_kappa.temperatures_k - 300)))
+    assert cumulative["cumulative_kappa_w_per_mk"].iloc[-1] == pytest.approx(
+        np.trace(ml_kappa.kappa_w_per_mk[i300]) / 3, rel=1e-9)
     index = json.loads((ml / "dataset/index.json").read_text())
     assert index["counts"] == {"disp": 19, "aimd": 40}
     assert len(list((ml / "dataset/examples").glob("*.example"))) == 59

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kappaflow.errors import ConfigError, InputFileError
+from kappaflow.errors import ConfigError, InputFileError, KappaflowError
 
 VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
 CSV_COLUMNS = ["T_K", "kappa_xx", "kappa_yy", "kappa_zz", "kappa_yz", "kappa_xz", "kappa_xy"]
@@ -47,21 +47,46 @@ def voigt_to_tensor(v) -> np.ndarray:
     return t
 
 
+def mode_file_name(mesh) -> str:
+    """phono3py's name of its mode file for ``mesh`` (``kappa-m111111.hdf5``), the BTE rule's output."""
+    return "kappa-m" + "".join(str(int(m)) for m in mesh) + ".hdf5"
+
+
 def run_phono3py(ph3, mesh, temperatures_k, method: str = "rta", isotopes: bool = True,
                  boundary_mfp_um: float | None = None, sigma_thz: float | None = None,
-                 log_level: int = 0) -> KappaResult:
+                 log_level: int = 0, mode_file=None) -> KappaResult:
     """κ with phono3py on a Phono3py object that already holds fc2 and fc3.
 
     ``sigma_thz`` None integrates the delta functions with the linear tetrahedron method, else with
-    Gaussians of that width."""
+    Gaussians of that width.  ``mode_file``: also phono3py's own ``kappa-m*.hdf5`` of the run (its
+    ``write_kappa``: frequencies, group velocities, linewidths, mode κ), written there atomically."""
+    import contextlib
+    import tempfile
+
     if method not in ("rta", "lbte"):
         raise ConfigError(f"bte.method must be 'rta' or 'lbte', got {method!r}")
     if sigma_thz is not None:
         ph3.sigmas = [float(sigma_thz)]
     ph3.mesh_numbers = list(mesh)
     ph3.init_phph_interaction()
-    ph3.run_thermal_conductivity(is_LBTE=method == "lbte", temperatures=np.asarray(temperatures_k),
-                                 is_isotope=isotopes, boundary_mfp=boundary_mfp_um, log_level=log_level)
+    with contextlib.ExitStack() as stack:
+        if mode_file is not None:
+            # phono3py writes its file into the working directory: a private one beside the destination
+            mode_file = Path(mode_file).resolve()
+            mode_file.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=mode_file.parent, prefix=".modes-")))
+            stack.enter_context(contextlib.chdir(scratch))
+        ph3.run_thermal_conductivity(is_LBTE=method == "lbte", temperatures=np.asarray(temperatures_k),
+                                     is_isotope=isotopes, boundary_mfp=boundary_mfp_um, log_level=log_level,
+                                     write_kappa=mode_file is not None)
+        if mode_file is not None:
+            from kappaflow import atomic
+
+            written = sorted(scratch.glob("kappa-m*.hdf5"))
+            if len(written) != 1:
+                raise KappaflowError(f"phono3py wrote {len(written)} kappa-m*.hdf5 files, expected one: "
+                                  f"{[p.name for p in written]}")
+            atomic.publish(written[0], mode_file)
     tc = ph3.thermal_conductivity
     kappa = np.asarray(tc.kappa, dtype=np.float64)[0]  # the one sigma: tetrahedron or the Gaussian
     return KappaResult(np.asarray(tc.temperatures, dtype=np.float64), voigt_to_tensor(kappa))

@@ -45,7 +45,7 @@ class ModeData:
     lifetime_ps: np.ndarray  # (n_T, n_q, n_band): phonon-phonon + isotope; inf where Γ = 0
     mode_kappa_w_per_mk: np.ndarray  # (n_T, n_q, n_band) tr/3 contribution of the mode's star to κ
     kappa_w_per_mk: np.ndarray  # (n_T, 3, 3) phono3py's κ in the same file
-    heat_capacity_ev_per_k: np.ndarray  # (n_T, n_q, n_band)
+    heat_capacity_ev_per_k: np.ndarray  # (n_T, n_q, n_band), phono3py's mode heat capacity
 
     @property
     def n_bands(self) -> int:
@@ -78,6 +78,8 @@ def read_mode_file(path) -> ModeData:
         iso = np.asarray(fh["gamma_isotope"][()], dtype=np.float64) if "gamma_isotope" in fh else 0.0
         cv = (np.asarray(fh["heat_capacity"][()], dtype=np.float64) if "heat_capacity" in fh
               else np.full(d["gamma"].shape, np.nan))
+        qpoints = (np.asarray(fh["qpoint"][()], dtype=np.float64) if "qpoint" in fh
+                   else np.full((len(d["weight"]), 3), np.nan))
     n_grid = d["weight"].sum()
     mode = d["mode_kappa"] / n_grid  # (n_T, n_q, n_band, 6)
     kappa = np.zeros(d["kappa"].shape[:-1] + (3, 3))
@@ -90,11 +92,11 @@ def read_mode_file(path) -> ModeData:
     gamma = d["gamma"] + iso
     with np.errstate(divide="ignore"):
         lifetime = np.where(gamma > 0, units.LINEWIDTH_THZ_TO_LIFETIME_PS / np.where(gamma > 0, gamma, 1.0), np.inf)
-    return ModeData(path=path, temperatures_k=d["temperature"], qpoints=np.zeros((len(d["weight"]), 3)),
+    return ModeData(path=path, temperatures_k=d["temperature"], qpoints=qpoints,
                     weights=d["weight"].astype(np.int64), frequency_thz=d["frequency"],
                     group_velocity_m_per_s=d["group_velocity"] * units.THZ_ANG_TO_M_PER_S, lifetime_ps=lifetime,
                     mode_kappa_w_per_mk=mode[..., :3].sum(axis=-1) / 3.0, kappa_w_per_mk=kappa,
-                    heat_capacity_ev_per_k=cv * units.K_BOLTZMANN_EV)
+                    heat_capacity_ev_per_k=cv)
 
 
 def select_temperature(modes: ModeData, temperature_k: float) -> int:

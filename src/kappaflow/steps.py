@@ -175,9 +175,13 @@ def run_reap(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, out_paths
 
 # --- bte ----------------------------------------------------------------------------------------
 def run_bte(disp_yaml_path, fc2_path, fc3_path, bte_cfg: dict, kappa_csv_path, workdir=None,
-            shengbte_files: dict | None = None, provenance: dict | None = None) -> bte_mod.KappaResult:
+            shengbte_files: dict | None = None, provenance: dict | None = None,
+            modes_path=None) -> bte_mod.KappaResult:
     """κ(T) from fc2/fc3; with ``provenance`` (the context of
-    :func:`kappaflow.provenance.write_kappa_provenance`, plus ``route``) also ``kappa.provenance.json``."""
+    :func:`kappaflow.provenance.write_kappa_provenance`, plus ``route``) also ``kappa.provenance.json``;
+    with ``modes_path`` (phono3py backend) also phono3py's mode file of the same run (:mod:`kappaflow.modes`)."""
+    if modes_path is not None and bte_cfg["backend"] != "phono3py":
+        raise KappaflowError(f"bte: the mode file {modes_path} is phono3py's; bte.backend is {bte_cfg['backend']}")
     temperatures = bte_mod.temperatures_from_config(bte_cfg["temperatures"])
     ph3 = load_phono3py(disp_yaml_path)
     if bte_cfg["backend"] == "phono3py":
@@ -188,7 +192,8 @@ def run_bte(disp_yaml_path, fc2_path, fc3_path, bte_cfg: dict, kappa_csv_path, w
         progress(f"bte: phono3py {bte_cfg['method'].upper()} on mesh {bte_cfg['mesh']}, "
                  f"{len(temperatures)} temperatures")
         result = bte_mod.run_phono3py(ph3, bte_cfg["mesh"], temperatures, bte_cfg["method"],
-                                      bte_cfg["isotopes"], bte_cfg["boundary_mfp_um"], bte_cfg["sigma_thz"])
+                                      bte_cfg["isotopes"], bte_cfg["boundary_mfp_um"], bte_cfg["sigma_thz"],
+                                      mode_file=modes_path)
     else:
         result = run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, shengbte_files)
     with atomic_path(kappa_csv_path) as tmp:

@@ -133,3 +133,11 @@ EV_PER_FS_ANG_K_TO_W_PER_MK = ELECTRONVOLT_SI / 1e-15 / 1e-10
 def ev_ang_per_fs_to_ev_ang_per_ps(flux):
     """A volume-integrated heat flux from eV·Å/fs to LAMMPS metal's eV·Å/ps (sportran's ``metal``)."""
     return np.asarray(flux, dtype=np.float64) * 1e3
+
+
+#: phonopy/phono3py group velocity THz·Å to m/s
+THZ_ANG_TO_M_PER_S = 1e12 * 1e-10
+#: a speed in m/s times a time in ps to nm
+M_PER_S_PS_TO_NM = 1e-12 * 1e9
+#: phono3py's linewidth Γ (THz, the imaginary part of the self-energy) to the lifetime τ = 1/(2·2πΓ) in ps
+LINEWIDTH_THZ_TO_LIFETIME_PS = 1.0 / (4.0 * np.pi)

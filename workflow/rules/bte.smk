@@ -16,6 +16,7 @@ rule bte:
             caption="../report/kappa_table.rst",
         ),
         provenance=f"{R}/bte/kappa.provenance.json",
+        **({"modes": f"{R}/bte/{BTE_MODES}"} if BTE_MODES else {}),
     params:
         bte=config["bte"],
         workdir=f"{R}/bte/shengbte",

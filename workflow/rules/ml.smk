@@ -232,6 +232,7 @@ rule bte_ml:
     output:
         kappa=f"{ML}/{{model}}/bte/kappa.csv",
         provenance=f"{ML}/{{model}}/bte/kappa.provenance.json",
+        **({"modes": f"{ML}/{{model}}/bte/{BTE_MODES}"} if BTE_MODES else {}),
     params:
         bte=config["bte"],
         workdir=lambda wc: f"{ML}/{wc.model}/bte/shengbte",
@@ -312,11 +313,36 @@ rule ablation_report:
         "../../scripts/ml_ablation.py"
 
 
+# the analysis figures of an ML model's BTE (report.smk's analysis_route, for ML/<model>/)
+if BTE_MODES:
+
+    use rule analysis_route as analysis_ml with:
+        input:
+            modes=f"{ML}/{{model}}/bte/{BTE_MODES}",
+            kappa=f"{ML}/{{model}}/bte/kappa.csv",
+        output:
+            modes=f"{ML}/{{model}}/analysis/modes.csv",
+            cumulative_table=f"{ML}/{{model}}/analysis/cumulative_kappa.csv",
+            branches_table=f"{ML}/{{model}}/analysis/branches.csv",
+            cumulative=f"{ML}/{{model}}/analysis/cumulative_kappa.png",
+            lifetimes=f"{ML}/{{model}}/analysis/lifetimes.png",
+            branches=f"{ML}/{{model}}/analysis/branches.png",
+            kappa_loglog=f"{ML}/{{model}}/analysis/kappa_loglog.png",
+        params:
+            analysis=config["analysis"],
+            title=lambda wc: f"{kfconfig.figure_title(config)}, ML model {wc.model}",
+        wildcard_constraints:
+            model=MODEL_PATTERN,
+        log:
+            f"{ML}/logs/analysis_{{model}}.log",
+
+
 rule ml:
     input:
         f"{ML}/{MAIN_MODEL}/report/summary.json",
         f"{ML}/{MAIN_MODEL}/report/kappa_ml_vs_dft.png",
         f"{ML}/dataset/dataset.extxyz",
+        [f"{ML}/{MAIN_MODEL}/analysis/cumulative_kappa.png"] if BTE_MODES else [],
 
 
 rule ablation:
