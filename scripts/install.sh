@@ -24,6 +24,11 @@ fi
 if [ "${KAPPAFLOW_INSTALL_SLURM:-0}" = "1" ] && ! command -v slurmdbd >/dev/null 2>&1; then
   apt_packages+=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 fi
+# Chromium for the test of the HTML report (tests/test_report_html.py drives it with Playwright); also only
+# with the test command's KAPPAFLOW_INSTALL_SLURM=1
+if [ "${KAPPAFLOW_INSTALL_SLURM:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  apt_packages+=(chromium)
+fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "[install] apt: ${apt_packages[*]}"
   $SUDO apt-get update -qq

@@ -15,7 +15,7 @@ rule bte:
             category="Thermal conductivity",
             caption="../report/kappa_table.rst",
         ),
-        provenance=f"{R}/bte/kappa.provenance.json",
+        provenance=report(f"{R}/bte/kappa.provenance.json", category="Provenance", caption="../report/provenance.rst"),
         **({"modes": f"{R}/bte/{BTE_MODES}"} if BTE_MODES else {}),
     params:
         bte=config["bte"],

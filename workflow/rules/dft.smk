@@ -29,7 +29,7 @@ rule cost:
         manifest=f"{R}/sow/manifest.json",
         outputs=dft_outputs,
     output:
-        table=f"{R}/dft/cost.csv",
+        table=report(f"{R}/dft/cost.csv", category="Provenance", caption="../report/cost.rst"),
         summary=f"{R}/dft/cost_summary.json",
     params:
         store=f"{R}/dft",
