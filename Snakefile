@@ -14,9 +14,7 @@ min_version("8.20")
 
 # With `--sdm conda` jobs run in envs/*.yaml, which hold kappaflow's dependencies but not kappaflow:
 # they import the checked-out package from src/ (the same code an editable install points to).
-_src = os.path.join(workflow.basedir, "src")
-if os.path.isdir(_src):
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_src, os.environ.get("PYTHONPATH")]))
+kfconfig.put_source_on_pythonpath(workflow.basedir)
 
 
 configfile: "config/config.yaml"
@@ -62,6 +60,7 @@ include: "workflow/rules/scaling.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{R}/bte/kappa.csv",
         f"{R}/dft/cost.csv",
@@ -70,4 +69,3 @@ rule all:
         f"{R}/report/dispersion.png",
         # where the heat is carried (phono3py's mode file; not with bte.backend shengbte)
         [f"{R}/analysis/cumulative_kappa.png", f"{R}/analysis/kappa_loglog.png"] if BTE_MODES else [],
-    default_target: True

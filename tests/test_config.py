@@ -148,3 +148,13 @@ def test_gk_cell_size_study_settings(cfgdir):
         config.load("config/config.yaml", {"gk": {"cell_sizes": [[4, 4]]}})
     with pytest.raises(ConfigError, match="three positive integers"):
         md_params(cfg, supercell="4x4")
+
+
+def test_config_readme_maps_every_schema_block():
+    """config/README.md's table names every top-level key of the schema (a new block without a line fails)."""
+    schema = yaml.safe_load((REPO / "src/kappaflow/schema/config.schema.yaml").read_text())
+    text = (REPO / "config/README.md").read_text()
+    missing = [key for key in schema["properties"] if f"`{key}`" not in text]
+    assert not missing, missing
+    for shipped in (REPO / "config/mock").glob("*.yaml"):
+        assert f"mock/{shipped.name}" in text or f"`mock/{shipped.stem}" in text, shipped.name

@@ -10,6 +10,7 @@ as the system (:func:`system_given_as_config`).
 from __future__ import annotations
 
 import copy
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,15 @@ SYSTEM_KEYS = ("name", "unitcell", "supercell_template", "description")
 def schema() -> dict:
     text = resources.files("kappaflow").joinpath("schema/config.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+def put_source_on_pythonpath(basedir) -> None:
+    """Jobs run with ``--sdm conda`` use envs/*.yaml, which hold kappaflow's dependencies but not kappaflow:
+    put the checkout's ``src/`` first on PYTHONPATH (inherited by every job), so that they import the same
+    code an editable install points to."""
+    src = os.path.join(str(basedir), "src")
+    if os.path.isdir(src):
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
 
 
 def schema_path() -> str:

@@ -9,49 +9,10 @@ AL = f"{R}/al"
 AL_MEMBERS = list(range(config["ml"]["train"]["committee_size"]))
 
 
-def al_selected_upto(last):
-    """selected.json of rounds 0..last (each known once its checkpoint ran)."""
-    return [str(checkpoints.al_select.get(round=i).output[0]) for i in range(int(last) + 1)]
-
-
-def al_outputs_upto(last):
-    return selected_outputs(al_selected_upto(last), f"{R}/dft", ALCFG["on_failure"])
-
-
-def al_md_pools_upto(last):
-    """The committee-MD pools of rounds 0..last (ml.al.pool_temperatures_k; none when it is empty)."""
-    return [f"{AL}/round{i}/md/pool.json" for i in range(int(last) + 1)] if ALCFG["pool_temperatures_k"] else []
-
-
-def al_pools_upto(last):
-    """pool.json and the MD pools of rounds 0..last: the candidates a selection after round ``last`` sees."""
-    return [f"{AL}/pool.json"] + al_md_pools_upto(last)
-
-
-def al_stop_round():
-    """The round whose selection said stop (walks the checkpoints one round at a time)."""
-    r = 0
-    while not is_stop(checkpoints.al_select.get(round=r).output[0]):
-        r += 1
-    return r
-
-
-def al_select_inputs(wildcards):
-    r = int(wildcards.round)
-    if r == 0:
-        return []
-    files = al_selected_upto(r - 1) + al_outputs_upto(r - 1)
-    files += [f"{AL}/round{r - 1}/predict/scores.csv"]
-    files += [f"{AL}/round{i}/bte/kappa.csv" for i in range(max(0, r - 2), r)]
-    return files + ([ALCFG["tolerance_file"]] if ALCFG["tolerance_file"] else [])
+include: "al_functions.smk"
 
 
 rule al_pool:
-    conda:
-        "../../envs/ml.yaml"
-    # the store key holds pw.x's version (kappaflow.engine): the same modules as the pw.x jobs
-    envmodules:
-        *config["modules"]["pwx"],
     input:
         # ml.al.pool_aimd: the ML route's AIMD snapshots (after its pw.x md run, ml.aimd) join the pool
         unpack(lambda wc: {"aimd_snapshots": f"{R}/aimd/snapshots.json"} if ALCFG["pool_aimd"] else {}),
@@ -61,14 +22,19 @@ rule al_pool:
         disp=f"{R}/sow/phono3py_disp.yaml",
     output:
         f"{AL}/pool.json",
+    log:
+        f"{AL}/logs/pool.log",
+    conda:
+        "../../envs/ml.yaml"
+    # the store key holds pw.x's version (kappaflow.engine): the same modules as the pw.x jobs
+    envmodules:
+        *config["modules"]["pwx"],
     params:
         sow=config["sow"],
         dft=config["dft"],
         al=ALCFG,
         stability=config["stability"]["enabled"],
         store=f"{R}/dft",
-    log:
-        f"{AL}/logs/pool.log",
     script:
         "../../scripts/al_pool.py"
 
@@ -79,13 +45,17 @@ localrules:
 
 
 checkpoint al_select:
-    conda:
-        "../../envs/ml.yaml"
     input:
         pool=lambda wc: al_pools_upto(int(wc.round) - 1),
         previous=al_select_inputs,
     output:
         f"{AL}/round{{round}}/selected.json",
+    log:
+        f"{AL}/logs/select_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
     params:
         previous=lambda wc: al_selected_upto(int(wc.round) - 1) if int(wc.round) else [],
         scores=lambda wc: f"{AL}/round{int(wc.round) - 1}/predict/scores.csv" if int(wc.round) else None,
@@ -96,22 +66,11 @@ checkpoint al_select:
         cost_reference=config["plan"]["cost_reference"],
         template=config["supercell_template"],
         structure=f"{R}/structure/unitcell.json",
-    wildcard_constraints:
-        round="[0-9]+",
-    log:
-        f"{AL}/logs/select_{{round}}.log",
     script:
         "../../scripts/al_select.py"
 
 
-def al_baseline(wildcards):
-    """The round's Δ-learning baseline (ml.al.baseline: fc), or nothing."""
-    return {"baseline": f"{AL}/round{wildcards.round}/baseline/baseline.npz"} if ALCFG["baseline"] == "fc" else {}
-
-
 rule al_baseline:
-    conda:
-        "../../envs/ml.yaml"
     input:
         selected=lambda wc: al_selected_upto(wc.round),
         outputs=lambda wc: al_outputs_upto(wc.round),
@@ -120,21 +79,21 @@ rule al_baseline:
     output:
         baseline=f"{AL}/round{{round}}/baseline/baseline.npz",
         report=f"{AL}/round{{round}}/baseline/baseline.json",
+    log:
+        f"{AL}/logs/baseline_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
     params:
         store=f"{R}/dft",
         on_failure=ALCFG["on_failure"],
         max_displacement_ang=ALCFG["baseline_max_displacement_ang"],
-    wildcard_constraints:
-        round="[0-9]+",
-    log:
-        f"{AL}/logs/baseline_{{round}}.log",
     script:
         "../../scripts/al_baseline.py"
 
 
 rule al_dataset:
-    conda:
-        "../../envs/ml.yaml"
     input:
         unpack(al_baseline),
         selected=lambda wc: al_selected_upto(wc.round),
@@ -143,59 +102,57 @@ rule al_dataset:
         examples=directory(f"{AL}/round{{round}}/dataset/examples"),
         extxyz=f"{AL}/round{{round}}/dataset/dataset.extxyz",
         index=f"{AL}/round{{round}}/dataset/index.json",
+    log:
+        f"{AL}/logs/dataset_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
     params:
         store=f"{R}/dft",
         on_failure=ALCFG["on_failure"],
-    wildcard_constraints:
-        round="[0-9]+",
-    log:
-        f"{AL}/logs/dataset_{{round}}.log",
     script:
         "../../scripts/al_dataset.py"
 
 
 rule al_gvectors:
-    conda:
-        "../../envs/ml.yaml"
     input:
         index=f"{AL}/round{{round}}/dataset/index.json",
         examples=f"{AL}/round{{round}}/dataset/examples",
         structure=f"{R}/structure/unitcell.json",
     output:
         f"{AL}/round{{round}}/gvectors.npz",
-    params:
-        descriptors=config["ml"]["descriptors"],
-    wildcard_constraints:
-        round="[0-9]+",
     log:
         f"{AL}/logs/gvectors_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        descriptors=config["ml"]["descriptors"],
     script:
         "../../scripts/ml_gvectors.py"
 
 
 rule al_pack:
-    conda:
-        "../../envs/ml.yaml"
     input:
         f"{AL}/round{{round}}/gvectors.npz",
     output:
         directory(f"{AL}/round{{round}}/tfrecords"),
+    log:
+        f"{AL}/logs/pack_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
     params:
         data="disp",
         elements_per_file=config["ml"]["train"]["elements_per_file"],
-    wildcard_constraints:
-        round="[0-9]+",
-    log:
-        f"{AL}/logs/pack_{{round}}.log",
     script:
         "../../scripts/ml_pack.py"
 
 
 rule al_train:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         pack=f"{AL}/round{{round}}/tfrecords",
         gvectors=f"{AL}/round{{round}}/gvectors.npz",
@@ -203,32 +160,28 @@ rule al_train:
         model=f"{AL}/round{{round}}/models/member{{member}}/model.npz",
         meta=f"{AL}/round{{round}}/models/member{{member}}/model.json",
         metrics=f"{AL}/round{{round}}/models/member{{member}}/metrics.csv",
+    log:
+        f"{AL}/logs/train_{{round}}_{{member}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+        member="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    threads: 2
+    resources:
+        ml_train=1,
     params:
         train={k: v for k, v in config["ml"]["train"].items() if k not in ("data", "validation_fraction")},
         model=lambda wc: f"al-round{wc.round}",
         validation_fraction=0.0,  # every pw.x run of the loop trains; held out: the next batch
         out_dir=lambda wc: f"{AL}/round{wc.round}/models/member{wc.member}",
-    wildcard_constraints:
-        round="[0-9]+",
-        member="[0-9]+",
-    threads: 2
-    resources:
-        ml_train=1,
-    log:
-        f"{AL}/logs/train_{{round}}_{{member}}.log",
     script:
         "../../scripts/ml_train.py"
 
 
-def al_models(wildcards):
-    return expand(f"{AL}/round{wildcards.round}/models/member{{member}}/model.npz", member=AL_MEMBERS)
-
-
 rule al_infer:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         unpack(al_baseline),
         models=al_models,
@@ -238,21 +191,21 @@ rule al_infer:
         forces=f"{AL}/round{{round}}/infer/forces.dat",
         sigma=f"{AL}/round{{round}}/infer/sigma.dat",
         timing=f"{AL}/round{{round}}/infer/timing.json",
-    params:
-        store=f"{R}/dft",
-    wildcard_constraints:
-        round="[0-9]+",
     log:
         f"{AL}/logs/infer_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    params:
+        store=f"{R}/dft",
     script:
         "../../scripts/ml_infer.py"
 
 
 rule al_predict:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         unpack(al_baseline),
         models=al_models,
@@ -262,24 +215,21 @@ rule al_predict:
         index=f"{AL}/round{{round}}/dataset/index.json",
     output:
         f"{AL}/round{{round}}/predict/scores.csv",
-    params:
-        store=f"{R}/dft",
-    wildcard_constraints:
-        round="[0-9]+",
     log:
         f"{AL}/logs/predict_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    params:
+        store=f"{R}/dft",
     script:
         "../../scripts/al_predict.py"
 
 
 rule al_md:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
-        # each snapshot's store key holds pw.x's version, read by running the program once (kappaflow.engine):
-        # the pw.x modules too (or set dft.pw_version where pw.x cannot start on this rule's node)
-        *config["modules"]["pwx"],
     input:
         unpack(al_baseline),
         models=al_models,
@@ -288,56 +238,46 @@ rule al_md:
         template=config["supercell_template"],
     output:
         f"{AL}/round{{round}}/md/pool.json",
+    log:
+        f"{AL}/logs/md_{{round}}.log",
+    wildcard_constraints:
+        round="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+        # each snapshot's store key holds pw.x's version, read by running the program once (kappaflow.engine):
+        # the pw.x modules too (or set dft.pw_version where pw.x cannot start on this rule's node)
+        *config["modules"]["pwx"],
     params:
         sow=config["sow"],
         dft=config["dft"],
         al=ALCFG,
         store=f"{R}/dft",
-    wildcard_constraints:
-        round="[0-9]+",
-    log:
-        f"{AL}/logs/md_{{round}}.log",
     script:
         "../../scripts/al_md.py"
 
 
-def al_stage_round(stage):
-    """The committee round whose forces a stage uses: round<r> itself; final: the round before the stop."""
-    return int(stage[5:]) if stage.startswith("round") else al_stop_round() - 1
-
-
-def al_inject_inputs(wildcards):
-    r = al_stage_round(wildcards.stage)
-    files = {"forces": f"{AL}/round{r}/infer/forces.dat", "selected": al_selected_upto(r + (wildcards.stage == "final"))}
-    if wildcards.stage == "final" and ALCFG["gate"] == "dft":
-        files["scores"] = f"{AL}/round{r}/predict/scores.csv"
-        files["gated"] = [f"{R}/dft/{k}/pw.out" for k in final_dft_keys(
-            f"{AL}/round{r}/predict/scores.csv", ALCFG)]
-    return files
-
-
 rule al_inject:
-    conda:
-        "../../envs/ml.yaml"
     input:
         unpack(al_inject_inputs),
         manifest=f"{R}/sow/manifest.json",
     output:
         directory(f"{AL}/{{stage}}/store"),
+    log:
+        f"{AL}/logs/inject_{{stage}}.log",
+    wildcard_constraints:
+        stage="round[0-9]+|final",
+    conda:
+        "../../envs/ml.yaml"
     params:
         store=f"{R}/dft",
         al=ALCFG,
-    wildcard_constraints:
-        stage="round[0-9]+|final",
-    log:
-        f"{AL}/logs/inject_{{stage}}.log",
     script:
         "../../scripts/al_inject.py"
 
 
 rule al_reap:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         disp=f"{R}/sow/phono3py_disp.yaml",
@@ -347,22 +287,22 @@ rule al_reap:
         fc3=f"{AL}/{{stage}}/fc/fc3.hdf5",
         fc2_shengbte=f"{AL}/{{stage}}/fc/FORCE_CONSTANTS_2ND",
         fc3_shengbte=f"{AL}/{{stage}}/fc/FORCE_CONSTANTS_3RD",
+    log:
+        f"{AL}/logs/reap_{{stage}}.log",
+    wildcard_constraints:
+        stage="round[0-9]+|final",
+    conda:
+        "../../envs/phonons.yaml"
+    resources:
+        mem_mb=lambda wc: mem_mb_estimate(config, "reap"),
     params:
         reap=config["reap"],
         store=lambda wc: f"{AL}/{wc.stage}/store",
-    wildcard_constraints:
-        stage="round[0-9]+|final",
-    resources:
-        mem_mb=lambda wc: mem_mb_estimate(config, "reap"),
-    log:
-        f"{AL}/logs/reap_{{stage}}.log",
     script:
         "../../scripts/reap.py"
 
 
 rule al_bte:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         disp=f"{R}/sow/phono3py_disp.yaml",
         fc2=f"{AL}/{{stage}}/fc/fc2.hdf5",
@@ -376,6 +316,15 @@ rule al_bte:
     output:
         kappa=f"{AL}/{{stage}}/bte/kappa.csv",
         provenance=f"{AL}/{{stage}}/bte/kappa.provenance.json",
+    log:
+        f"{AL}/logs/bte_{{stage}}.log",
+    wildcard_constraints:
+        stage="round[0-9]+|final",
+    conda:
+        "../../envs/phonons.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: mem_mb_estimate(config, "bte"),
     params:
         bte=config["bte"],
         workdir=lambda wc: f"{AL}/{wc.stage}/bte/shengbte",
@@ -391,40 +340,20 @@ rule al_bte:
             "supercell_template": config["supercell_template"],
             "structure": f"{R}/structure/unitcell.json",
             "models": list(input.models),
-            "ml": {"route": "active learning", "inject_mode": "hybrid",
-                   "inject_provenance": f"{AL}/{wc.stage}/store/provenance.json",
-                   "train": config["ml"]["train"], "descriptors": config["ml"]["descriptors"], "al": ALCFG},
+            "ml": {
+                "route": "active learning",
+                "inject_mode": "hybrid",
+                "inject_provenance": f"{AL}/{wc.stage}/store/provenance.json",
+                "train": config["ml"]["train"],
+                "descriptors": config["ml"]["descriptors"],
+                "al": ALCFG,
+            },
         },
-    wildcard_constraints:
-        stage="round[0-9]+|final",
-    threads: 2
-    resources:
-        mem_mb=lambda wc: mem_mb_estimate(config, "bte"),
-    log:
-        f"{AL}/logs/bte_{{stage}}.log",
     script:
         "../../scripts/bte.py"
 
 
-def al_report_inputs(wildcards):
-    s = al_stop_round()
-    return {
-        "selected": al_selected_upto(s),
-        "kappas": [f"{AL}/round{r}/bte/kappa.csv" for r in range(s)],
-        "scores": [f"{AL}/round{r}/predict/scores.csv" for r in range(s)],
-        "metrics": [f"{AL}/round{r}/models/member{m}/metrics.csv" for r in range(s) for m in AL_MEMBERS],
-        "final_kappa": f"{AL}/final/bte/kappa.csv",
-        "final_store": f"{AL}/final/store",
-        "outputs": al_outputs_upto(s),
-        "baselines": [f"{AL}/round{r}/baseline/baseline.npz" for r in range(s)] if ALCFG["baseline"] == "fc" else [],
-    }
-
-
 rule al_report:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         unpack(al_report_inputs),
         pool=lambda wc: al_pools_upto(al_stop_round() - 1),
@@ -433,20 +362,26 @@ rule al_report:
         rounds=report(f"{AL}/final/rounds.csv", category="Active learning", caption="../report/al.rst"),
         heldout=report(f"{AL}/final/heldout.csv", category="Active learning", caption="../report/al.rst"),
         kappa=report(f"{AL}/final/kappa_per_round.png", category="Active learning", caption="../report/al.rst"),
-        kappa_error=report(f"{AL}/final/kappa_error_vs_runs.png", category="Active learning",
-                           caption="../report/al.rst"),
+        kappa_error=report(
+            f"{AL}/final/kappa_error_vs_runs.png", category="Active learning", caption="../report/al.rst"
+        ),
         rmse=report(f"{AL}/final/heldout_rmse.png", category="Active learning", caption="../report/al.rst"),
-        disagreement=report(f"{AL}/final/disagreement_vs_force.png", category="Active learning",
-                            caption="../report/al.rst"),
+        disagreement=report(
+            f"{AL}/final/disagreement_vs_force.png", category="Active learning", caption="../report/al.rst"
+        ),
+    log:
+        f"{AL}/logs/report.log",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
     params:
-        al_dir=AL,
+        al_dir=lambda wc, output: os.path.dirname(os.path.dirname(output.summary)),  # AL
         store=f"{R}/dft",
         members=AL_MEMBERS,
         al=ALCFG,
         reference=f"{R}/bte/kappa.csv",  # read when the DFT route has run (never made by `al`)
         title=kfconfig.figure_title(config),
-    log:
-        f"{AL}/logs/report.log",
     script:
         "../../scripts/al_report.py"
 

@@ -1,6 +1,4 @@
 rule bte:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         disp=f"{R}/sow/phono3py_disp.yaml",
         fc2=f"{R}/fc/fc2.hdf5",
@@ -10,13 +8,20 @@ rule bte:
         # the gate also guards sets it cannot precede (random, thirdorder): stability.smk
         stability=lambda wc: [f"{R}/stability/stability.json"] if config["stability"]["enabled"] else [],
     output:
+        **({"modes": f"{R}/bte/{BTE_MODES}"} if BTE_MODES else {}),
         kappa=report(
             f"{R}/bte/kappa.csv",
             category="Thermal conductivity",
             caption="../report/kappa_table.rst",
         ),
         provenance=report(f"{R}/bte/kappa.provenance.json", category="Provenance", caption="../report/provenance.rst"),
-        **({"modes": f"{R}/bte/{BTE_MODES}"} if BTE_MODES else {}),
+    log:
+        f"{R}/logs/bte.log",
+    conda:
+        "../../envs/phonons.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: mem_mb_estimate(config, "bte"),
     params:
         bte=config["bte"],
         workdir=f"{R}/bte/shengbte",
@@ -31,10 +36,5 @@ rule bte:
             "supercell_template": config["supercell_template"],
             "structure": f"{R}/structure/unitcell.json",
         },
-    threads: 2
-    resources:
-        mem_mb=lambda wc: mem_mb_estimate(config, "bte"),
-    log:
-        f"{R}/logs/bte.log",
     script:
         "../../scripts/bte.py"

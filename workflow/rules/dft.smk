@@ -5,10 +5,6 @@
 # config inside the script like dft.pw_command, not passed as a rule parameter: Snakemake reruns a job
 # whose params changed, and tuning the rescue must not recompute every finished pw.x run.
 rule dft:
-    conda:
-        "../../envs/dft.yaml"
-    envmodules:
-        *config["modules"]["pwx"],
     input:
         f"{R}/dft/{{key}}/pw.in",
         gate=lambda wc: stability_gate_for_key(wc),  # pair-displaced supercells wait (stability.smk)
@@ -18,23 +14,27 @@ rule dft:
         f"{R}/logs/dft/{{key}}.log",
     wildcard_constraints:
         key=KEY_PATTERN,
+    conda:
+        "../../envs/dft.yaml"
+    envmodules:
+        *config["modules"]["pwx"],
     script:
         "../../scripts/run_pw.py"
 
 
 rule cost:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         outputs=dft_outputs,
     output:
         table=report(f"{R}/dft/cost.csv", category="Provenance", caption="../report/cost.rst"),
         summary=f"{R}/dft/cost_summary.json",
-    params:
-        store=f"{R}/dft",
     log:
         f"{R}/logs/cost.log",
+    conda:
+        "../../envs/phonons.yaml"
+    params:
+        store=lambda wc, output: os.path.dirname(output.table),  # R/dft, the store
     script:
         "../../scripts/cost.py"
 
@@ -44,7 +44,6 @@ rule cost:
 # results/<name>` prints the same table later.
 onerror:
     import sys as _sys
-
     from kappaflow.dft import collect_failures, format_failures
 
     _failed = collect_failures(R)

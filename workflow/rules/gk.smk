@@ -14,115 +14,104 @@ GK_TRAJS = list(range(int(GKCFG["n_trajectories"])))
 # the cell-size study (gk.cell_sizes): every cell but the main run's gk.supercell runs under GK/size/<cell>/
 GK_MAIN_CELL = gk_cell_label(GKCFG["supercell"])
 GK_SIZE_RUNS = [(c, T) for c in gk_size_cells(GKCFG) for T in GK_TEMPS]
-GK_SIZE_KAPPA = [f"{GK}/T{T}/kappa.json" if c == GK_MAIN_CELL else f"{GK}/size/{c}/T{T}/kappa.json"
-                 for c, T in GK_SIZE_RUNS]
+GK_SIZE_KAPPA = [
+    f"{GK}/T{T}/kappa.json" if c == GK_MAIN_CELL else f"{GK}/size/{c}/T{T}/kappa.json" for c, T in GK_SIZE_RUNS
+]
 
 
-def gk_models(wildcards):
-    """The ML route's committee (gk.potential: committee); none for sw."""
-    if GKCFG["potential"] != "committee":
-        return []
-    return [f"{ML}/models/{MAIN_MODEL}/member{m}/model.npz" for m in MEMBERS]
+include: "gk_functions.smk"
 
 
 # the results of the same potential's BTE route: the DFT route's for sw, the ML route's committee for committee
 GK_SAME_POTENTIAL = R if GKCFG["potential"] == "sw" else f"{ML}/{MAIN_MODEL}"
 
 
-def gk_bte_kappa(wildcards):
-    """The BTE kappa of the same potential (gk.compare_bte)."""
-    if not GKCFG["compare_bte"]:
-        return []
-    return [f"{GK_SAME_POTENTIAL}/bte/kappa.csv"]
-
-
 rule gk_starts:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         structure=f"{R}/structure/unitcell.json",
         models=gk_models,
     output:
         f"{GK}/T{{T}}/starts.npz",
-    params:
-        gk=gk_md_params(GKCFG),
-    wildcard_constraints:
-        T="[0-9.]+",
     log:
         f"{GK}/logs/starts_{{T}}.log",
+    wildcard_constraints:
+        T="[0-9.]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    params:
+        gk=gk_md_params(GKCFG),
     script:
         "../../scripts/gk_starts.py"
 
 
 rule gk_trajectory:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         starts=f"{GK}/T{{T}}/starts.npz",
         models=gk_models,
     output:
         f"{GK}/T{{T}}/traj{{k}}.npz",
+    log:
+        f"{GK}/logs/traj_{{T}}_{{k}}.log",
+    wildcard_constraints:
+        T="[0-9.]+",
+        k="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    resources:
+        gk_md=1,
     params:
         gk=gk_md_params(GKCFG),
         # the running trajectory's checkpoint: not an output, so a killed job's segments survive the rerun
         checkpoint=lambda wc: f"{GK}/T{wc.T}/checkpoints/traj{wc.k}.npz",
-    wildcard_constraints:
-        T="[0-9.]+",
-        k="[0-9]+",
-    resources:
-        gk_md=1,
-    log:
-        f"{GK}/logs/traj_{{T}}_{{k}}.log",
     script:
         "../../scripts/gk_trajectory.py"
 
 
 rule gk_analyse:
-    conda:
-        "../../envs/ml.yaml"
     input:
         expand(f"{GK}/T{{{{T}}}}/traj{{k}}.npz", k=GK_TRAJS),
     output:
         kappa=f"{GK}/T{{T}}/kappa.json",
         hfacf=report(f"{GK}/T{{T}}/hfacf.png", caption="../report/gk_hfacf.rst", category="Green-Kubo"),
         kappa_tau=report(f"{GK}/T{{T}}/kappa_tau.png", caption="../report/gk_kappa_tau.rst", category="Green-Kubo"),
-        convergence=report(f"{GK}/T{{T}}/convergence.png", caption="../report/gk_convergence.rst",
-                           category="Green-Kubo"),
-    params:
-        gk=gk_analysis_params(GKCFG),
-    wildcard_constraints:
-        T="[0-9.]+",
+        convergence=report(
+            f"{GK}/T{{T}}/convergence.png", caption="../report/gk_convergence.rst", category="Green-Kubo"
+        ),
     log:
         f"{GK}/logs/analyse_{{T}}.log",
+    wildcard_constraints:
+        T="[0-9.]+",
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        gk=gk_analysis_params(GKCFG),
     script:
         "../../scripts/gk_analyse.py"
 
 
 rule gk_bte_classical:
-    conda:
-        "../../envs/ml.yaml"
     input:
         fc2=f"{GK_SAME_POTENTIAL}/fc/fc2.hdf5",
         fc3=f"{GK_SAME_POTENTIAL}/fc/fc3.hdf5",
         disp=f"{R}/sow/phono3py_disp.yaml",
     output:
         f"{GK}/bte_classical.csv",
+    log:
+        f"{GK}/logs/bte_classical.log",
+    conda:
+        "../../envs/ml.yaml"
     params:
         bte=config["bte"],
         temperatures_k=GKCFG["temperatures_k"],
-    log:
-        f"{GK}/logs/bte_classical.log",
     script:
         "../../scripts/gk_bte_classical.py"
 
 
 rule gk_report:
-    conda:
-        "../../envs/ml.yaml"
     input:
         kappa=expand(f"{GK}/T{{T}}/kappa.json", T=GK_TEMPS),
         bte=gk_bte_kappa,
@@ -132,6 +121,8 @@ rule gk_report:
         figure=report(f"{GK}/kappa_gk_vs_bte.png", caption="../report/gk_vs_bte.rst", category="Green-Kubo"),
     log:
         f"{GK}/logs/report.log",
+    conda:
+        "../../envs/ml.yaml"
     script:
         "../../scripts/gk_report.py"
 
@@ -142,13 +133,13 @@ rule gk_report:
 use rule gk_starts as gk_size_starts with:
     output:
         f"{GK}/size/{{cell}}/T{{T}}/starts.npz",
-    params:
-        gk=lambda wc: gk_md_params(GKCFG, supercell=wc.cell),
+    log:
+        f"{GK}/logs/size_{{cell}}_starts_{{T}}.log",
     wildcard_constraints:
         cell="[0-9]+x[0-9]+x[0-9]+",
         T="[0-9.]+",
-    log:
-        f"{GK}/logs/size_{{cell}}_starts_{{T}}.log",
+    params:
+        gk=lambda wc: gk_md_params(GKCFG, supercell=wc.cell),
 
 
 use rule gk_trajectory as gk_size_trajectory with:
@@ -157,15 +148,15 @@ use rule gk_trajectory as gk_size_trajectory with:
         models=gk_models,
     output:
         f"{GK}/size/{{cell}}/T{{T}}/traj{{k}}.npz",
-    params:
-        gk=lambda wc: gk_md_params(GKCFG, supercell=wc.cell),
-        checkpoint=lambda wc: f"{GK}/size/{wc.cell}/T{wc.T}/checkpoints/traj{wc.k}.npz",
+    log:
+        f"{GK}/logs/size_{{cell}}_traj_{{T}}_{{k}}.log",
     wildcard_constraints:
         cell="[0-9]+x[0-9]+x[0-9]+",
         T="[0-9.]+",
         k="[0-9]+",
-    log:
-        f"{GK}/logs/size_{{cell}}_traj_{{T}}_{{k}}.log",
+    params:
+        gk=lambda wc: gk_md_params(GKCFG, supercell=wc.cell),
+        checkpoint=lambda wc: f"{GK}/size/{wc.cell}/T{wc.T}/checkpoints/traj{wc.k}.npz",
 
 
 use rule gk_analyse as gk_size_analyse with:
@@ -176,26 +167,26 @@ use rule gk_analyse as gk_size_analyse with:
         hfacf=f"{GK}/size/{{cell}}/T{{T}}/hfacf.png",
         kappa_tau=f"{GK}/size/{{cell}}/T{{T}}/kappa_tau.png",
         convergence=f"{GK}/size/{{cell}}/T{{T}}/convergence.png",
+    log:
+        f"{GK}/logs/size_{{cell}}_analyse_{{T}}.log",
     wildcard_constraints:
         cell="[0-9]+x[0-9]+x[0-9]+",
         T="[0-9.]+",
-    log:
-        f"{GK}/logs/size_{{cell}}_analyse_{{T}}.log",
 
 
 rule gk_size_report:
-    conda:
-        "../../envs/ml.yaml"
     input:
         kappa=GK_SIZE_KAPPA,
         bte=gk_bte_kappa,
     output:
         table=f"{GK}/size/kappa_vs_cell.csv",
         figure=report(f"{GK}/size/kappa_vs_cell.png", caption="../report/gk_size.rst", category="Green-Kubo"),
-    params:
-        cells=[c for c, _ in GK_SIZE_RUNS],
     log:
         f"{GK}/logs/size_report.log",
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        cells=[c for c, _ in GK_SIZE_RUNS],
     script:
         "../../scripts/gk_size_report.py"
 

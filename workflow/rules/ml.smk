@@ -8,64 +8,54 @@ ML = f"{R}/ml"
 
 
 checkpoint aimd_plan:
+    input:
+        structure=f"{R}/structure/unitcell.json",
+        template=config["supercell_template"],
+    output:
+        f"{R}/aimd/plan.json",
+    log:
+        f"{R}/logs/aimd_plan.log",
     conda:
         "../../envs/ml.yaml"
     # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
     # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
     envmodules:
         *config["modules"]["pwx"],
-    input:
-        structure=f"{R}/structure/unitcell.json",
-        template=config["supercell_template"],
-    output:
-        f"{R}/aimd/plan.json",
     params:
         sow=config["sow"],
         aimd=MLCFG["aimd"],
         engine=engine_tag(config["dft"]["pw_command"]),
         store=f"{R}/dft",
         store_key=KEY_SCHEME,  # a new key scheme reruns the sow: old store entries are never reused
-    log:
-        f"{R}/logs/aimd_plan.log",
     script:
         "../../scripts/ml_aimd_plan.py"
 
 
-def aimd_md_output(wildcards):
-    return f"{R}/dft/{md_key(checkpoints.aimd_plan.get().output[0])}/pw.out"
+include: "ml_functions.smk"
 
 
 checkpoint aimd_snapshots:
-    conda:
-        "../../envs/ml.yaml"
-    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
-    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
-    envmodules:
-        *config["modules"]["pwx"],
     input:
         plan=f"{R}/aimd/plan.json",
         md=aimd_md_output,
         template=config["supercell_template"],
     output:
         f"{R}/aimd/snapshots.json",
-    params:
-        store=f"{R}/dft",
     log:
         f"{R}/logs/aimd_snapshots.log",
+    conda:
+        "../../envs/ml.yaml"
+    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
+    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
+    envmodules:
+        *config["modules"]["pwx"],
+    params:
+        store=f"{R}/dft",
     script:
         "../../scripts/ml_aimd_snapshots.py"
 
 
-def snapshot_outputs(wildcards):
-    if not MLCFG["aimd"]["enabled"]:
-        return []
-    snaps = checkpoints.aimd_snapshots.get().output[0]
-    return [snaps] + [f"{R}/dft/{key}/pw.out" for key in snapshot_keys(snaps)]
-
-
 rule dataset:
-    conda:
-        "../../envs/ml.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         disp=dft_outputs,
@@ -74,45 +64,47 @@ rule dataset:
         examples=directory(f"{ML}/dataset/examples"),
         extxyz=f"{ML}/dataset/dataset.extxyz",
         index=f"{ML}/dataset/index.json",
+    log:
+        f"{ML}/logs/dataset.log",
+    conda:
+        "../../envs/ml.yaml"
     params:
         store=f"{R}/dft",
         snapshots=f"{R}/aimd/snapshots.json" if MLCFG["aimd"]["enabled"] else None,
-    log:
-        f"{ML}/logs/dataset.log",
     script:
         "../../scripts/ml_dataset.py"
 
 
 rule gvectors:
-    conda:
-        "../../envs/ml.yaml"
     input:
         index=f"{ML}/dataset/index.json",
         examples=f"{ML}/dataset/examples",
         structure=f"{R}/structure/unitcell.json",
     output:
         f"{ML}/gvectors/gvectors.npz",
-    params:
-        descriptors=MLCFG["descriptors"],
     log:
         f"{ML}/logs/gvectors.log",
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        descriptors=MLCFG["descriptors"],
     script:
         "../../scripts/ml_gvectors.py"
 
 
 rule pack:
-    conda:
-        "../../envs/ml.yaml"
     input:
         f"{ML}/gvectors/gvectors.npz",
     output:
         directory(f"{ML}/tfrecords/{{data}}"),
-    params:
-        elements_per_file=MLCFG["train"]["elements_per_file"],
-    wildcard_constraints:
-        data="disp|disp_aimd",
     log:
         f"{ML}/logs/pack_{{data}}.log",
+    wildcard_constraints:
+        data="disp|disp_aimd",
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        elements_per_file=MLCFG["train"]["elements_per_file"],
     script:
         "../../scripts/ml_pack.py"
 
@@ -123,15 +115,7 @@ MEMBERS = list(range(MLCFG["train"]["committee_size"]))
 MODEL_PATTERN = "(disp|disp_aimd)-(full|val[0-9]+)"
 
 
-def pack_of(wildcards):
-    return f"{ML}/tfrecords/{wildcards.model.rpartition('-')[0]}"
-
-
 rule train:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         pack=pack_of,
         gvectors=f"{ML}/gvectors/gvectors.npz",
@@ -139,26 +123,26 @@ rule train:
         model=f"{ML}/models/{{model}}/member{{member}}/model.npz",
         meta=f"{ML}/models/{{model}}/member{{member}}/model.json",
         metrics=f"{ML}/models/{{model}}/member{{member}}/metrics.csv",
-    params:
-        train={k: v for k, v in MLCFG["train"].items() if k not in ("data", "validation_fraction")},
-        out_dir=lambda wc: f"{ML}/models/{wc.model}/member{wc.member}",
+    log:
+        f"{ML}/logs/train_{{model}}_{{member}}.log",
     wildcard_constraints:
         model=MODEL_PATTERN,
         member="[0-9]+",
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
     threads: 2
     resources:
         ml_train=1,
-    log:
-        f"{ML}/logs/train_{{model}}_{{member}}.log",
+    params:
+        train={k: v for k, v in MLCFG["train"].items() if k not in ("data", "validation_fraction")},
+        out_dir=lambda wc: f"{ML}/models/{wc.model}/member{wc.member}",
     script:
         "../../scripts/ml_train.py"
 
 
 rule infer:
-    conda:
-        "../../envs/ml.yaml"
-    envmodules:
-        *config["modules"]["tensorflow"],
     input:
         models=expand(f"{ML}/models/{{{{model}}}}/member{{member}}/model.npz", member=MEMBERS),
         manifest=f"{R}/sow/manifest.json",
@@ -168,38 +152,40 @@ rule infer:
         forces=f"{ML}/{{model}}/infer/forces.dat",
         sigma=f"{ML}/{{model}}/infer/sigma.dat",
         timing=f"{ML}/{{model}}/infer/timing.json",
-    params:
-        store=f"{R}/dft",
-    wildcard_constraints:
-        model=MODEL_PATTERN,
     log:
         f"{ML}/logs/infer_{{model}}.log",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    conda:
+        "../../envs/ml.yaml"
+    envmodules:
+        *config["modules"]["tensorflow"],
+    params:
+        store=f"{R}/dft",
     script:
         "../../scripts/ml_infer.py"
 
 
 rule inject:
-    conda:
-        "../../envs/ml.yaml"
     input:
         forces=f"{ML}/{{model}}/infer/forces.dat",
         manifest=f"{R}/sow/manifest.json",
     output:
         directory(f"{ML}/{{model}}/store"),
+    log:
+        f"{ML}/logs/inject_{{model}}.log",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    conda:
+        "../../envs/ml.yaml"
     params:
         store=f"{R}/dft",
         mode=MLCFG["inject"]["mode"],
-    wildcard_constraints:
-        model=MODEL_PATTERN,
-    log:
-        f"{ML}/logs/inject_{{model}}.log",
     script:
         "../../scripts/ml_inject.py"
 
 
 rule reap_ml:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         disp=f"{R}/sow/phono3py_disp.yaml",
@@ -209,20 +195,20 @@ rule reap_ml:
         fc3=f"{ML}/{{model}}/fc/fc3.hdf5",
         fc2_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_2ND",
         fc3_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_3RD",
+    log:
+        f"{ML}/logs/reap_{{model}}.log",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    conda:
+        "../../envs/phonons.yaml"
     params:
         reap=config["reap"],
         store=lambda wc: f"{ML}/{wc.model}/store",
-    wildcard_constraints:
-        model=MODEL_PATTERN,
-    log:
-        f"{ML}/logs/reap_{{model}}.log",
     script:
         "../../scripts/reap.py"
 
 
 rule bte_ml:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         disp=f"{R}/sow/phono3py_disp.yaml",
         fc2=f"{ML}/{{model}}/fc/fc2.hdf5",
@@ -230,9 +216,16 @@ rule bte_ml:
         fc2_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_2ND",
         fc3_shengbte=f"{ML}/{{model}}/fc/FORCE_CONSTANTS_3RD",
     output:
+        **({"modes": f"{ML}/{{model}}/bte/{BTE_MODES}"} if BTE_MODES else {}),
         kappa=f"{ML}/{{model}}/bte/kappa.csv",
         provenance=f"{ML}/{{model}}/bte/kappa.provenance.json",
-        **({"modes": f"{ML}/{{model}}/bte/{BTE_MODES}"} if BTE_MODES else {}),
+    log:
+        f"{ML}/logs/bte_{{model}}.log",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    conda:
+        "../../envs/phonons.yaml"
+    threads: 2
     params:
         bte=config["bte"],
         workdir=lambda wc: f"{ML}/{wc.model}/bte/shengbte",
@@ -248,22 +241,19 @@ rule bte_ml:
             "supercell_template": config["supercell_template"],
             "structure": f"{R}/structure/unitcell.json",
             "models": [f"{ML}/models/{wc.model}/member{m}/model.npz" for m in MEMBERS],
-            "ml": {"model": wc.model, "inject_mode": MLCFG["inject"]["mode"],
-                   "inject_provenance": f"{ML}/{wc.model}/store/provenance.json",
-                   "train": MLCFG["train"], "descriptors": MLCFG["descriptors"]},
+            "ml": {
+                "model": wc.model,
+                "inject_mode": MLCFG["inject"]["mode"],
+                "inject_provenance": f"{ML}/{wc.model}/store/provenance.json",
+                "train": MLCFG["train"],
+                "descriptors": MLCFG["descriptors"],
+            },
         },
-    wildcard_constraints:
-        model=MODEL_PATTERN,
-    threads: 2
-    log:
-        f"{ML}/logs/bte_{{model}}.log",
     script:
         "../../scripts/bte.py"
 
 
 rule ml_report:
-    conda:
-        "../../envs/ml.yaml"
     input:
         dft_kappa=f"{R}/bte/kappa.csv",
         ml_kappa=f"{ML}/{{model}}/bte/kappa.csv",
@@ -273,42 +263,47 @@ rule ml_report:
         metrics=expand(f"{ML}/models/{{{{model}}}}/member{{member}}/metrics.csv", member=MEMBERS),
         cost=f"{R}/dft/cost.csv",
     output:
-        kappa=report(f"{ML}/{{model}}/report/kappa_ml_vs_dft.png", category="ML route",
-                     caption="../report/ml_kappa.rst"),
-        parity=report(f"{ML}/{{model}}/report/force_parity.png", category="ML route",
-                      caption="../report/ml_parity.rst"),
-        training=report(f"{ML}/{{model}}/report/training_curves.png", category="ML route",
-                        caption="../report/ml_training.rst"),
-        committee=report(f"{ML}/{{model}}/report/committee_disagreement.png", category="ML route",
-                         caption="../report/ml_committee.rst"),
-        timing=report(f"{ML}/{{model}}/report/timing_dft_vs_ml.csv", category="ML route",
-                      caption="../report/ml_timing.rst"),
+        kappa=report(
+            f"{ML}/{{model}}/report/kappa_ml_vs_dft.png", category="ML route", caption="../report/ml_kappa.rst"
+        ),
+        parity=report(f"{ML}/{{model}}/report/force_parity.png", category="ML route", caption="../report/ml_parity.rst"),
+        training=report(
+            f"{ML}/{{model}}/report/training_curves.png", category="ML route", caption="../report/ml_training.rst"
+        ),
+        committee=report(
+            f"{ML}/{{model}}/report/committee_disagreement.png",
+            category="ML route",
+            caption="../report/ml_committee.rst",
+        ),
+        timing=report(
+            f"{ML}/{{model}}/report/timing_dft_vs_ml.csv", category="ML route", caption="../report/ml_timing.rst"
+        ),
         summary=f"{ML}/{{model}}/report/summary.json",
-    params:
-        title=kfconfig.figure_title(config),
-    wildcard_constraints:
-        model=MODEL_PATTERN,
     log:
         f"{ML}/logs/ml_report_{{model}}.log",
+    wildcard_constraints:
+        model=MODEL_PATTERN,
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        title=kfconfig.figure_title(config),
     script:
         "../../scripts/ml_report.py"
 
 
 rule ablation_report:
-    conda:
-        "../../envs/ml.yaml"
     input:
         dft_kappa=f"{R}/bte/kappa.csv",
         models=expand(f"{ML}/{{model}}/bte/kappa.csv", model=ABLATION_MODELS),
     output:
-        figure=report(f"{ML}/ablation/kappa_ablation.png", category="ML route",
-                      caption="../report/ml_ablation.rst"),
-        table=report(f"{ML}/ablation/kappa_ablation.csv", category="ML route",
-                     caption="../report/ml_ablation.rst"),
-    params:
-        models=ABLATION_MODELS,
+        figure=report(f"{ML}/ablation/kappa_ablation.png", category="ML route", caption="../report/ml_ablation.rst"),
+        table=report(f"{ML}/ablation/kappa_ablation.csv", category="ML route", caption="../report/ml_ablation.rst"),
     log:
         f"{ML}/logs/ablation.log",
+    conda:
+        "../../envs/ml.yaml"
+    params:
+        models=ABLATION_MODELS,
     script:
         "../../scripts/ml_ablation.py"
 
@@ -328,13 +323,13 @@ if BTE_MODES:
             lifetimes=f"{ML}/{{model}}/analysis/lifetimes.png",
             branches=f"{ML}/{{model}}/analysis/branches.png",
             kappa_loglog=f"{ML}/{{model}}/analysis/kappa_loglog.png",
+        log:
+            f"{ML}/logs/analysis_{{model}}.log",
+        wildcard_constraints:
+            model=MODEL_PATTERN,
         params:
             analysis=config["analysis"],
             title=lambda wc: f"{kfconfig.figure_title(config)}, ML model {wc.model}",
-        wildcard_constraints:
-            model=MODEL_PATTERN,
-        log:
-            f"{ML}/logs/analysis_{{model}}.log",
 
 
 rule ml:

@@ -11,8 +11,6 @@ PLAN_OPTIONAL_INPUTS = [p for p in (f"{R}/structure/unitcell.json", f"{R}/dft/co
 
 
 rule plan:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         unitcell=config["unitcell"],
         template=config["supercell_template"],
@@ -20,11 +18,13 @@ rule plan:
     output:
         table=f"{R}/plan/plan.csv",
         figure=f"{R}/plan/plan.png",
+    log:
+        f"{R}/logs/plan.log",
+    conda:
+        "../../envs/phonons.yaml"
     params:
         plan=config["plan"],
         sow=config["sow"],
         bte=config["bte"],
-    log:
-        f"{R}/logs/plan.log",
     script:
         "../../scripts/plan.py"

@@ -1,6 +1,4 @@
 rule reap:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         manifest=f"{R}/sow/manifest.json",
         disp=f"{R}/sow/phono3py_disp.yaml",
@@ -10,13 +8,15 @@ rule reap:
         fc3=f"{R}/fc/fc3.hdf5",
         fc2_shengbte=f"{R}/fc/FORCE_CONSTANTS_2ND",
         fc3_shengbte=f"{R}/fc/FORCE_CONSTANTS_3RD",
-    params:
-        reap=config["reap"],
-        store=f"{R}/dft",
+    log:
+        f"{R}/logs/reap.log",
+    conda:
+        "../../envs/phonons.yaml"
     resources:
         # peak memory from the plan's model (docs/planning.md); cluster profiles may override it
         mem_mb=lambda wc: mem_mb_estimate(config, "reap"),
-    log:
-        f"{R}/logs/reap.log",
+    params:
+        reap=config["reap"],
+        store=f"{R}/dft",
     script:
         "../../scripts/reap.py"

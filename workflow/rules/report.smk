@@ -1,6 +1,4 @@
 rule report:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         kappa=f"{R}/bte/kappa.csv",
         disp=f"{R}/sow/phono3py_disp.yaml",
@@ -21,11 +19,13 @@ rule report:
             category="Phonons",
             caption="../report/dispersion.rst",
         ),
+    log:
+        f"{R}/logs/report.log",
+    conda:
+        "../../envs/phonons.yaml"
     params:
         title=kfconfig.figure_title(config),
         band_points=config["report"]["band_points"],
-    log:
-        f"{R}/logs/report.log",
     script:
         "../../scripts/report.py"
 
@@ -35,8 +35,6 @@ rule report:
 if BTE_MODES:
 
     rule analysis_route:
-        conda:
-            "../../envs/phonons.yaml"
         input:
             modes=f"{R}/bte/{BTE_MODES}",
             kappa=f"{R}/bte/kappa.csv",
@@ -44,19 +42,33 @@ if BTE_MODES:
             modes=f"{R}/analysis/modes.csv",
             cumulative_table=f"{R}/analysis/cumulative_kappa.csv",
             branches_table=f"{R}/analysis/branches.csv",
-            cumulative=report(f"{R}/analysis/cumulative_kappa.png", category="Where the heat is carried",
-                              caption="../report/analysis_cumulative.rst"),
-            lifetimes=report(f"{R}/analysis/lifetimes.png", category="Where the heat is carried",
-                             caption="../report/analysis_lifetimes.rst"),
-            branches=report(f"{R}/analysis/branches.png", category="Where the heat is carried",
-                            caption="../report/analysis_branches.rst"),
-            kappa_loglog=report(f"{R}/analysis/kappa_loglog.png", category="Thermal conductivity",
-                                caption="../report/analysis_kappa_loglog.rst"),
+            cumulative=report(
+                f"{R}/analysis/cumulative_kappa.png",
+                category="Where the heat is carried",
+                caption="../report/analysis_cumulative.rst",
+            ),
+            lifetimes=report(
+                f"{R}/analysis/lifetimes.png",
+                category="Where the heat is carried",
+                caption="../report/analysis_lifetimes.rst",
+            ),
+            branches=report(
+                f"{R}/analysis/branches.png",
+                category="Where the heat is carried",
+                caption="../report/analysis_branches.rst",
+            ),
+            kappa_loglog=report(
+                f"{R}/analysis/kappa_loglog.png",
+                category="Thermal conductivity",
+                caption="../report/analysis_kappa_loglog.rst",
+            ),
+        log:
+            f"{R}/logs/analysis.log",
+        conda:
+            "../../envs/phonons.yaml"
         params:
             analysis=config["analysis"],
             title=kfconfig.figure_title(config),
-        log:
-            f"{R}/logs/analysis.log",
         script:
             "../../scripts/analysis.py"
 

@@ -9,21 +9,21 @@ SCALING_RANKS = {r["name"]: r["ranks"] for r in SCALING_RUNS}
 
 
 rule scaling_inputs:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         structure=f"{R}/structure/unitcell.json",
         unitcell=config["unitcell"],
         template=config["supercell_template"],
     output:
         [f"{SC}/{r['name']}/pw.in" for r in SCALING_RUNS],
+    log:
+        f"{SC}/logs/inputs.log",
+    conda:
+        "../../envs/phonons.yaml"
     params:
         runs=SCALING_RUNS,
         amplitude_ang=config["sow"]["amplitude_ang"],
         pw_overrides=pw_overrides_for_supercells(config["dft"]),
-        out_dir=SC,
-    log:
-        f"{SC}/logs/inputs.log",
+        out_dir=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),  # SC
     script:
         "../../scripts/scaling_inputs.py"
 
@@ -31,19 +31,18 @@ rule scaling_inputs:
 # One rank: no MPI launcher (a 1-task srun inside the job step would nest).  The cluster profile gives
 # these rules their partition and CPUs per rank; the rank and GPU counts follow the wildcard.
 rule scaling_run_mpi:
-    conda:
-        "../../envs/dft.yaml"
-    envmodules:
-        *config["modules"]["pwx"],
     input:
         f"{SC}/{{run}}/pw.in",
     output:
         f"{SC}/{{run}}/pw.out",
-    params:
-        ranks=lambda wc: SCALING_RANKS[wc.run],
-        scaling=SCALING,
+    log:
+        f"{SC}/logs/{{run}}.log",
     wildcard_constraints:
         run="[a-z]+_[0-9x]+_r([2-9]|[1-9][0-9]+)",
+    conda:
+        "../../envs/dft.yaml"
+    envmodules:
+        *config["modules"]["pwx"],
     threads: lambda wc: SCALING_RANKS[wc.run]
     resources:
         tasks=lambda wc: SCALING_RANKS[wc.run],
@@ -51,8 +50,9 @@ rule scaling_run_mpi:
         gres=lambda wc: f"gpu:{min(SCALING_RANKS[wc.run], SCALING['gpus_per_node'])}",
         tasks_per_gpu=1,
         mpi="srun",
-    log:
-        f"{SC}/logs/{{run}}.log",
+    params:
+        ranks=lambda wc: SCALING_RANKS[wc.run],
+        scaling=SCALING,
     script:
         "../../scripts/scaling_run.py"
 
@@ -67,19 +67,19 @@ use rule scaling_run_mpi as scaling_run_serial with:
 
 
 rule scaling_report:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         [f"{SC}/{r['name']}/pw.out" for r in SCALING_RUNS],
     output:
         table=f"{SC}/scaling.csv",
         strong=report(f"{SC}/strong_scaling.png", category="pw.x scaling"),
         weak=report(f"{SC}/weak_scaling.png", category="pw.x scaling"),
+    log:
+        f"{SC}/logs/report.log",
+    conda:
+        "../../envs/phonons.yaml"
     params:
         runs=SCALING_RUNS,
         title=kfconfig.figure_title(config),
-    log:
-        f"{SC}/logs/report.log",
     script:
         "../../scripts/scaling_report.py"
 

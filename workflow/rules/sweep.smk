@@ -12,40 +12,35 @@ SW = f"{R}/sweep"
 
 
 checkpoint sweep_sow:
-    conda:
-        "../../envs/phonons.yaml"
-    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
-    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
-    envmodules:
-        *config["modules"]["pwx"],
     input:
         structure=f"{R}/structure/unitcell.json",
         template=config["supercell_template"],
     output:
         manifest=f"{SW}/{{point}}/manifest.json",
         disp=f"{SW}/{{point}}/phono3py_disp.yaml",
+    log:
+        f"{R}/logs/sweep/{{point}}_sow.log",
+    wildcard_constraints:
+        point="sc[^/]+",
+    conda:
+        "../../envs/phonons.yaml"
+    # the store key holds pw.x's version, read by running the program once (kappaflow.engine): the same
+    # modules as the pw.x jobs (or set dft.pw_version where pw.x cannot start on this rule's node)
+    envmodules:
+        *config["modules"]["pwx"],
     params:
         sow=lambda wc: point_sow_config(config["sow"], SWEEP_FORCE_POINTS[wc.point]),
         point=lambda wc: SWEEP_FORCE_POINTS[wc.point],
         store=f"{R}/dft",
         store_key=KEY_SCHEME,  # a new key scheme reruns the sow: old store entries are never reused
-    wildcard_constraints:
-        point="sc[^/]+",
-    log:
-        f"{R}/logs/sweep/{{point}}_sow.log",
     script:
         "../../scripts/sweep_sow.py"
 
 
-def sweep_dft_outputs(wildcards):
-    """The pw.x outputs of one force point (known once its sow has run); shared with every other point."""
-    manifest = checkpoints.sweep_sow.get(point=wildcards.point).output.manifest
-    return [f"{R}/dft/{key}/pw.out" for key in manifest_keys(manifest)] + imported_outputs(manifest)
+include: "sweep_functions.smk"
 
 
 rule sweep_kappa:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         manifest=f"{SW}/{{point}}/manifest.json",
         disp=f"{SW}/{{point}}/phono3py_disp.yaml",
@@ -54,6 +49,21 @@ rule sweep_kappa:
         kappa=f"{SW}/{{point}}/{{mesh}}/kappa.csv",
         meta=f"{SW}/{{point}}/{{mesh}}/kappa.json",
         provenance=f"{SW}/{{point}}/{{mesh}}/kappa.provenance.json",
+    log:
+        f"{R}/logs/sweep/{{point}}_{{mesh}}.log",
+    wildcard_constraints:
+        point="sc[^/]+",
+        mesh="q[0-9x]+",
+    conda:
+        "../../envs/phonons.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: mem_mb_estimate(
+            config,
+            "sweep_kappa",
+            supercell=SWEEP_FORCE_POINTS[wc.point]["supercell"],
+            mesh=SWEEP_KAPPA_POINTS[f"{wc.point}/{wc.mesh}"]["mesh"],
+        ),
     params:
         store=f"{R}/dft",
         reap=config["reap"],
@@ -61,25 +71,16 @@ rule sweep_kappa:
         mesh=lambda wc: SWEEP_KAPPA_POINTS[f"{wc.point}/{wc.mesh}"]["mesh"],
         temperature_k=SWEEP["temperature_k"],
         label=lambda wc: f"{wc.point}/{wc.mesh}",
-        provenance={"unitcell": config["unitcell"], "supercell_template": config["supercell_template"],
-                    "structure": f"{R}/structure/unitcell.json"},
-    wildcard_constraints:
-        point="sc[^/]+",
-        mesh="q[0-9x]+",
-    threads: 2
-    resources:
-        mem_mb=lambda wc: mem_mb_estimate(config, "sweep_kappa",
-                                          supercell=SWEEP_FORCE_POINTS[wc.point]["supercell"],
-                                          mesh=SWEEP_KAPPA_POINTS[f"{wc.point}/{wc.mesh}"]["mesh"]),
-    log:
-        f"{R}/logs/sweep/{{point}}_{{mesh}}.log",
+        provenance={
+            "unitcell": config["unitcell"],
+            "supercell_template": config["supercell_template"],
+            "structure": f"{R}/structure/unitcell.json",
+        },
     script:
         "../../scripts/sweep_kappa.py"
 
 
 rule sweep_summary:
-    conda:
-        "../../envs/phonons.yaml"
     input:
         structure=f"{R}/structure/unitcell.json",
         kappa=[f"{SW}/{label}/kappa.json" for label in SWEEP_KAPPA_POINTS],
@@ -87,13 +88,15 @@ rule sweep_summary:
         table=f"{SW}/sweep_kappa.csv",
         summary=f"{SW}/sweep_summary.json",
         figure=f"{SW}/sweep_kappa.png",
+    log:
+        f"{R}/logs/sweep/summary.log",
+    conda:
+        "../../envs/phonons.yaml"
     params:
         kappa_points=SWEEP_KAPPA_POINTS,
         force_points=SWEEP_FORCE_POINTS,
         tolerance=SWEEP["tolerance"],
         temperature_k=SWEEP["temperature_k"],
-    log:
-        f"{R}/logs/sweep/summary.log",
     script:
         "../../scripts/sweep_summary.py"
 
