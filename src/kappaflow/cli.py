@@ -71,6 +71,28 @@ def _plan(args):
     plan.run_plan(cfg, out / "plan.csv", out / "plan.png", candidates, progress=progress)
 
 
+def _init(args):
+    from kappaflow.init import init_system
+    from kappaflow.steps import progress
+
+    overrides = {}
+    for item in args.pseudo or []:
+        if "=" not in item:
+            raise KappaflowError(f"--pseudo {item!r}: expected <El>=<file>, e.g. S=S.pbe-n-rrkjus_psl.1.0.0.UPF")
+        el, name = item.split("=", 1)
+        overrides[el] = name
+    init_system(args.structure, args.name or _stem(args.structure), args.pseudo_dir, args.functional,
+                systems_dir=args.systems_dir, k_spacing_per_ang=args.k_spacing, q_spacing_per_ang=args.q_spacing,
+                ecutwfc_ry=args.ecutwfc, ecutrho_ry=args.ecutrho, pseudo_overrides=overrides,
+                smearing=args.smearing, force=args.force, log=progress)
+
+
+def _stem(path) -> str:
+    from pathlib import Path
+
+    return Path(path).stem.split(".")[0].lower()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="kappaflow", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -108,6 +130,21 @@ def main(argv=None) -> int:
     p.add_argument("--results-dir", default=None, help="where the cost table and store are read (default config)")
     p.add_argument("--out-dir", default=None, help="plan.csv and plan.png (default results/<name>/plan)")
     p.set_defaults(func=_plan)
+    p = sub.add_parser("init", help="a new material from a CIF/POSCAR/any ASE-readable structure: the system file, "
+                       "the unit-cell pw.x input and the supercell template (supercell and cutoff from the plan)")
+    p.add_argument("structure", help="CIF, POSCAR, or any file ASE reads")
+    p.add_argument("--name", default=None, help="system name (default: the file's stem): config/systems/<name>.yaml")
+    p.add_argument("--pseudo-dir", required=True, help="directory of the UPF files (e.g. /usr/share/espresso/pseudo)")
+    p.add_argument("--functional", required=True, help="as in the UPF names: pz (LDA), pbe, pbesol, ...")
+    p.add_argument("--pseudo", action="append", help="<El>=<file> to choose one (repeatable)")
+    p.add_argument("--ecutwfc", type=float, default=None, help="Ry (default: the largest the UPF files suggest)")
+    p.add_argument("--ecutrho", type=float, default=None, help="Ry (default: suggested, or 8 x ecutwfc for US/PAW)")
+    p.add_argument("--k-spacing", type=float, default=0.25, help="largest k-point spacing, 1/Å with 2π (default 0.25)")
+    p.add_argument("--q-spacing", type=float, default=0.1, help="BTE q-mesh spacing, 1/Å with 2π (default 0.1)")
+    p.add_argument("--smearing", default=None, help="a metal: pw.x smearing (mv, gaussian, ...), degauss 0.01 Ry")
+    p.add_argument("--systems-dir", default="config/systems")
+    p.add_argument("--force", action="store_true", help="overwrite an existing system of that name")
+    p.set_defaults(func=_init)
     args = ap.parse_args(argv)
     try:
         args.func(args)
