@@ -106,7 +106,32 @@ def test_reference_overlay_and_bad_input_name_the_file_and_the_problem(run, tmp_
         modes.select_temperature(m, 333)
 
 
+def test_results_load_gives_the_tables_as_dataframes(run, tmp_path):
+    """kappaflow.results.load: the κ of the run tidy (checked against bte.read_kappa_csv), the other tables
+    as written, the provenance; a folder that is not one stops with the reason."""
+    from kappaflow import results
+    from kappaflow.errors import KappaflowError
+
+    r = results.load(run / "results/si")
+    table = read_kappa_csv(run / "results/si/bte/kappa.csv")
+    dft = r.kappa[r.kappa.route == "dft"]
+    np.testing.assert_array_equal(dft["temperature_k"], table.temperatures_k)
+    np.testing.assert_array_equal(dft["kappa_zz_w_per_mk"], table.kappa_w_per_mk[:, 2, 2])
+    np.testing.assert_allclose(dft["kappa_trace3_w_per_mk"], np.trace(table.kappa_w_per_mk, axis1=1, axis2=2) / 3,
+                               rtol=1e-15)
+    assert {"cost", "modes", "cumulative_kappa", "branches"} <= set(r.names())
+    assert r.cost["wall_time_s"].dtype == np.float64 and len(r.cost) == len(pd.read_csv(run / "results/si/dft/cost.csv"))
+    assert r.provenance["bte/kappa.csv"]["route"] == "dft"
+    with pytest.raises(AttributeError, match="no table 'gk'"):
+        r.gk
+    with pytest.raises(KappaflowError, match="no such results folder"):
+        results.load(tmp_path / "nowhere")
+    with pytest.raises(KappaflowError, match="no κ table"):
+        results.load(tmp_path)
+
+
 def test_an_analysis_temperature_outside_the_bte_stops_with_the_reason(run):
+    # last in the file: the failed job removes the analysis outputs the tests above read
     extra = {"analysis": {"temperatures_k": [333]}}
     (run / "t333.yaml").write_text(yaml.safe_dump(extra))
     proc = run_snakemake(run, "analysis", "--configfile", CONFIG, "t333.yaml", check=False)

@@ -80,8 +80,9 @@ def test_package_functions_are_used_by_the_product():
                REPO / "Snakefile"]
     text = {p: p.read_text() for p in product}
     # readers of the formats kappaflow writes: the format's one home offers both directions
-    # (users load FORCE_CONSTANTS_2ND/3RD and plan.csv with them; the tests check the round trip)
-    readers = {"read_force_constants_2nd", "read_force_constants_3rd", "read_plan_csv"}
+    # (users load FORCE_CONSTANTS_2ND/3RD and plan.csv with them, a results folder with results.load;
+    # the tests check the round trip)
+    readers = {"read_force_constants_2nd", "read_force_constants_3rd", "read_plan_csv", "load"}
     unused = []
     for path in PKG.rglob("*.py"):
         for node in ast.parse(text[path]).body:

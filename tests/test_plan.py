@@ -72,7 +72,7 @@ def test_cost_model_measured_scaled_reference(tmp_path):
     assert math.isnan(plan.CostModel.from_cost_table(tmp_path / "missing.csv").wall_time_s(16, 8)[0])
     bad = tmp_path / "bad.csv"
     bad.write_text("key,n_atoms\na,16\n")
-    with pytest.raises(InputFileError, match=r"bad.csv: cost table lacks column\(s\) \['wall_time_s'\]"):
+    with pytest.raises(InputFileError, match=r"bad.csv:1: the cost table \(rule cost's\) lacks column\(s\) wall_time_s"):
         plan.CostModel.from_cost_table(bad)
 
 

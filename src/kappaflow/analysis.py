@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kappaflow.errors import ConfigError, InputFileError, KappaflowError
+from kappaflow.tables import write_table
 
 __all__ = ["run_analysis", "read_references"]
 
@@ -60,7 +61,7 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
     each analysis temperature from the mode file, which is checked against ``kappa_csv``."""
     import pandas as pd
 
-    from kappaflow import atomic, logs, modes as modes_mod
+    from kappaflow import logs, modes as modes_mod
     from kappaflow.bte import read_kappa_csv
 
     modes = modes_mod.read_mode_file(modes_path)
@@ -75,8 +76,7 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
         modes_mod.select_temperature(modes, t)
     references = read_references(analysis_cfg.get("reference_kappa", []))
 
-    with atomic.atomic_path(outputs["modes"]) as tmp:
-        modes_mod.mode_table(modes).to_csv(tmp, index=False, float_format="%.10g")
+    write_table(outputs["modes"], modes_mod.mode_table(modes))
     cumulative = []
     for t in temps:
         for by in ("frequency", "mean_free_path"):
@@ -85,11 +85,9 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
             cumulative.append(pd.DataFrame({"temperature_k": t, "axis": x, "value": c[x],
                                             "cumulative_kappa_w_per_mk": c["cumulative_kappa_w_per_mk"]}))
     cumulative = pd.concat(cumulative, ignore_index=True)
-    with atomic.atomic_path(outputs["cumulative_table"]) as tmp:
-        cumulative.to_csv(tmp, index=False, float_format="%.10g")
+    write_table(outputs["cumulative_table"], cumulative)
     branches = modes_mod.branch_contributions(modes)
-    with atomic.atomic_path(outputs["branches_table"]) as tmp:
-        branches.to_csv(tmp, index=False, float_format="%.10g")
+    write_table(outputs["branches_table"], branches)
 
     kappa_iso = np.trace(table.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
     summary = {}

@@ -7,7 +7,6 @@ Either way the result is a :class:`KappaResult`: temperatures (K) and the 3×3 t
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,21 +92,21 @@ def run_phono3py(ph3, mesh, temperatures_k, method: str = "rta", isotopes: bool 
 
 
 def write_kappa_csv(path, result: KappaResult) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_COLUMNS)
-        for t, row in zip(result.temperatures_k, result.voigt()):
-            w.writerow([repr(float(t))] + [repr(float(x)) for x in row])
+    """κ(T): T_K, then the six Voigt components in W/(m·K) (kappaflow.tables)."""
+    import pandas as pd
+
+    from kappaflow.tables import write_table
+
+    data = np.column_stack([result.temperatures_k, result.voigt()]).astype(np.float64)
+    write_table(path, pd.DataFrame(data, columns=CSV_COLUMNS))
 
 
 def read_kappa_csv(path) -> KappaResult:
+    from kappaflow.tables import read_table
+
     path = Path(path)
-    try:
-        with open(path) as fh:
-            rows = list(csv.reader(fh))
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read κ table ({exc.strerror})") from None
-    if not rows or rows[0] != CSV_COLUMNS:
+    frame = read_table(path, required=CSV_COLUMNS, numeric=CSV_COLUMNS, what="κ table")
+    if list(frame.columns) != CSV_COLUMNS:
         raise InputFileError(path, f"header must be {','.join(CSV_COLUMNS)}", 1)
-    data = np.array([[float(x) for x in r] for r in rows[1:]], dtype=np.float64)
+    data = frame.to_numpy(dtype=np.float64)
     return KappaResult(data[:, 0], voigt_to_tensor(data[:, 1:]))

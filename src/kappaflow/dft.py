@@ -16,7 +16,6 @@ attempts), which :func:`collect_failures` and ``kappaflow failures`` list togeth
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -420,10 +419,9 @@ def cost_table(manifest: dict, store_dir, nodes_per_job: float, cores_per_job: f
 
 
 def write_cost_table(path, rows: list[dict]) -> dict:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    from kappaflow.tables import write_table
+
+    write_table(path, rows, COST_FIELDS)
     return {"n_runs": len(rows), "wall_time_s": sum(r["wall_time_s"] for r in rows),
             "node_hours": sum(r["node_hours"] for r in rows),
             "core_hours": sum(r["core_hours"] for r in rows)}

@@ -16,7 +16,6 @@ in quadrature and never cancel, so they open spurious scattering channels, raise
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -102,10 +101,9 @@ def collect(runs: list[dict]) -> list[dict]:
 
 
 def write_table(path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    from kappaflow.tables import write_table
+
+    write_table(path, rows, list(rows[0]))
 
 
 def tolerance(rows: list[dict], band: float) -> dict:

@@ -20,7 +20,6 @@ Nothing here runs pw.x or writes into the DFT store.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import time
@@ -196,18 +195,13 @@ class CostModel:
         path = Path(path)
         if not path.exists():
             return cls(reference=reference, source="no cost table")
+        from kappaflow.tables import read_table
+
+        table = read_table(path, required=("n_atoms", "wall_time_s"), numeric=("n_atoms", "wall_time_s"),
+                           what="cost table (rule cost's)")
         by_size: dict[int, list[float]] = {}
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"n_atoms", "wall_time_s"} - set(reader.fieldnames or [])
-            if missing:
-                raise InputFileError(path, f"cost table lacks column(s) {sorted(missing)} "
-                                     "(expected the table written by rule cost)")
-            for n, row in enumerate(reader, start=2):
-                try:
-                    by_size.setdefault(int(row["n_atoms"]), []).append(float(row["wall_time_s"]))
-                except ValueError:
-                    raise InputFileError(path, "n_atoms and wall_time_s must be numbers", n) from None
+        for n_atoms, wall in zip(table["n_atoms"], table["wall_time_s"]):
+            by_size.setdefault(int(n_atoms), []).append(float(wall))
         measured = {n: float(np.median(t)) for n, t in by_size.items() if t}
         return cls(measured=measured, reference=reference,
                    source=f"{path} ({sum(len(t) for t in by_size.values())} runs)")
@@ -482,16 +476,16 @@ def plan_candidates(cfg: dict, candidates: list[Candidate], progress=None) -> di
 
 # --- output ---------------------------------------------------------------------------------------
 def write_plan_csv(path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=PLAN_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    from kappaflow.tables import write_table
+
+    write_table(path, rows, PLAN_FIELDS)
 
 
 def read_plan_csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    """plan.csv as rows (dicts; numbers as numbers); ``kappaflow.results.load`` gives it as a DataFrame."""
+    from kappaflow.tables import read_table
+
+    return read_table(path, required=("label", "n_pw_runs"), what="plan table").to_dict("records")
 
 
 def _fmt(value, digits=3) -> str:

@@ -13,7 +13,6 @@ efficiency T(first)/T(n).
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -116,12 +115,9 @@ def collect(runs: list[dict], outputs: dict) -> list[dict]:
 
 
 def write_table(path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "wall_time_s": f"{r['wall_time_s']:.3f}", "speedup": f"{r['speedup']:.6g}",
-                        "efficiency": f"{r['efficiency']:.6g}"})
+    from kappaflow import tables
+
+    tables.write_table(path, rows, FIELDS)
 
 
 def plot(rows: list[dict], strong_png, weak_png, title: str = "", unit: str = "MPI ranks") -> None:

@@ -28,7 +28,6 @@ whose change and every later change are below ``tolerance``; the converged value
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -243,12 +242,9 @@ def verdict(rows: list[dict], axis: str, tolerance: float) -> dict:
 
 
 def write_table(path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=SUMMARY_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (repr(v) if isinstance(v, float) else ("" if v is None else v))
-                        for k, v in r.items()})
+    from kappaflow.tables import write_table
+
+    write_table(path, rows, SUMMARY_FIELDS)
 
 
 def plot(rows: list[dict], verdicts: dict, path, tolerance: float) -> None:

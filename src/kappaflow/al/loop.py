@@ -28,6 +28,7 @@ from kappaflow.engine import engine_for
 from kappaflow.errors import ConfigError, KappaflowError
 from kappaflow.qe.pwin import check_template, read_pw_input
 from kappaflow.steps import atomic_path, progress, pw_overrides_for_supercells
+from kappaflow.tables import write_table
 
 FAMILY_SOW = "sow"
 FAMILY_RANDOM = "random"
@@ -383,8 +384,7 @@ def predict_pool(model_dirs, pool_path, manifest_path, store_dir, gvectors_path,
                          sigma_rms_ev_per_ang=float(np.sqrt(np.mean(std**2))),
                          force_max_ev_per_ang=float(np.abs(forces).max()))
     table = pd.DataFrame([rows[k] for k in keys])
-    with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.10e")
+    write_table(out_csv, table)
     fit = table[table["in_fit"]]
     progress(f"al predict: {len(table)} structures; largest σ {table['sigma_max_ev_per_ang'].max() * 1000:.4f} "
              f"meV/Å (on the fit's supercells {fit['sigma_max_ev_per_ang'].max() * 1000:.4f} meV/Å)")

@@ -16,6 +16,7 @@ from kappaflow.al.loop import (FAMILY_SOW, computed_keys, final_dft_keys, force_
                                read_pool, read_selected)
 from kappaflow.al.settings import AlSettings
 from kappaflow.steps import atomic_path, progress
+from kappaflow.tables import write_table
 
 AXES = ("xx", "yy", "zz")
 
@@ -87,13 +88,11 @@ def al_report(al_dir, store_dir, selected_paths, kappa_paths, score_paths, final
         _, ref = kappa_at(reference_kappa, T)
         for i, a in enumerate(AXES):
             table[f"kappa_{a}_rel_error"] = table[f"kappa_{a}"] / ref[i] - 1.0
-    with atomic_path(out["rounds"]) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.8g")
+    write_table(out["rounds"], table)
     held = pd.DataFrame(heldout_errors(al_dir, store_dir, stop, members, settings.on_failure),
                         columns=["round", "member", "rmse_ev_per_ang", "n_structures", "n_force_components",
                                  "mean_sigma_ev_per_ang", "force_rms_ev_per_ang"])
-    with atomic_path(out["heldout"]) as tmp:
-        held.to_csv(tmp, index=False, float_format="%.8g")
+    write_table(out["heldout"], held)
 
     # κ(T) per round (and the DFT reference when the DFT route ran in the same results folder)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kappaflow.errors import ConfigError, KappaflowError
+from kappaflow.tables import write_table
 
 __all__ = ["PRESETS", "MD_KEYS", "ANALYSIS_KEYS", "resolve_settings", "md_params", "analysis_params", "make_model",
            "md_settings", "gk_starts", "gk_trajectory", "gk_analyse", "gk_report", "bte_classical",
@@ -387,7 +388,7 @@ def gk_bte_classical(disp_yaml, fc2_path, fc3_path, bte_cfg: dict, temperatures_
     import pandas as pd
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
 
-    from kappaflow import atomic, logs
+    from kappaflow import logs
     from kappaflow.sow import load_phono3py
 
     ph3 = load_phono3py(disp_yaml)
@@ -401,15 +402,13 @@ def gk_bte_classical(disp_yaml, fc2_path, fc3_path, bte_cfg: dict, temperatures_
         logs.progress(f"gk: intrinsic BTE κ({row.temperature_k:g} K) quantum "
                       f"{row.kappa_bte_intrinsic_quantum_w_per_mk:.1f}, classical "
                       f"{row.kappa_bte_intrinsic_classical_w_per_mk:.1f} W/mK")
-    with atomic.atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.10g")
+    write_table(out_csv, table)
 
 
 def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png, bte_classical_csv=None) -> None:
     """κ_GK(T) (first dip and cepstral) next to the BTE κ of the same potential (tr/3 at the same T)."""
     import pandas as pd
 
-    from kappaflow import atomic
     from kappaflow.bte import read_kappa_csv
 
     rows = []
@@ -441,8 +440,7 @@ def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png, bte_classical_csv=No
         if table["kappa_bte_intrinsic_classical_w_per_mk"].isna().any():
             raise KappaflowError(f"{bte_classical_csv}: no classical BTE κ at every GK temperature "
                                  f"({', '.join(f'{t:g}' for t in table['temperature_k'])} K)")
-    with atomic.atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.10g")
+    write_table(out_csv, table)
     _plot_report(table, bte, out_png, classical)
 
 
@@ -451,7 +449,7 @@ def gk_size_report(kappa_jsons, cells, out_csv, out_png, bte_kappa_csv=None) -> 
     ``<a>x<b>x<c>`` label of each file), and the figure; the BTE κ of the same potential as a line."""
     import pandas as pd
 
-    from kappaflow import atomic, logs
+    from kappaflow import logs
     from kappaflow.bte import read_kappa_csv
 
     if len(kappa_jsons) != len(cells):
@@ -473,8 +471,7 @@ def gk_size_report(kappa_jsons, cells, out_csv, out_png, bte_kappa_csv=None) -> 
         logs.progress(f"gk size {cell} ({s['n_atoms']} atoms), {s['temperature_k']:g} K: κ = {s['kappa_w_per_mk']:.2f} "
                       f"± {s['kappa_stderr_w_per_mk']:.2f} W/mK" + ("" if s["converged"] else " (no first dip)"))
     table = pd.DataFrame(rows).sort_values(["temperature_k", "n_atoms"]).reset_index(drop=True)
-    with atomic.atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.10g")
+    write_table(out_csv, table)
     _plot_size(table, read_kappa_csv(bte_kappa_csv) if bte_kappa_csv else None, out_png)
 
 

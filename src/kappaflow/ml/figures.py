@@ -4,7 +4,6 @@ table 5.2)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -83,14 +82,17 @@ def plot_parity(forces_path, path, title: str = "") -> dict:
 
 
 def read_metrics(path) -> dict[str, np.ndarray]:
-    with open(path) as fh:
-        rows = list(csv.DictReader(fh))
+    """A training run's metrics.csv: its numeric columns as float64 arrays (empty cells: NaN)."""
+    import pandas as pd
+
+    from kappaflow.tables import read_table
+
+    table = read_table(path, what="training metrics")
     out = {}
-    for key in rows[0] if rows else []:
-        try:
-            out[key] = np.array([float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows])
-        except ValueError:
-            continue
+    for key in table.columns:
+        values = pd.to_numeric(table[key], errors="coerce")
+        if values.notna().sum() == table[key].notna().sum():  # a numeric column (not a text one)
+            out[key] = values.to_numpy(dtype=np.float64)
     return out
 
 
@@ -147,9 +149,10 @@ def plot_committee_disagreement(forces_path, sigma_path, path, title: str = "") 
 
 def timing_table(cost_csv, timing_json, out_csv) -> dict:
     """DFT (pw.x WALL) vs ML (committee incl. descriptors) time per supercell (seed table 5.2)."""
-    with open(cost_csv) as fh:
-        rows = [r for r in csv.DictReader(fh) if r["role"] in ("fc3", "base")]
-    dft_s = np.array([float(r["wall_time_s"]) for r in rows])
+    from kappaflow.tables import read_table, write_table
+
+    cost = read_table(cost_csv, required=("role", "wall_time_s"), numeric=("wall_time_s",), what="cost table")
+    dft_s = cost.loc[cost["role"].isin(["fc3", "base"]), "wall_time_s"].to_numpy(dtype=np.float64)
     timing = json.loads(Path(timing_json).read_text())
     table = [
         {"route": "DFT (pw.x)", "supercells": len(dft_s), "total_s": float(dft_s.sum()),
@@ -158,10 +161,7 @@ def timing_table(cost_csv, timing_json, out_csv) -> dict:
          "supercells": timing["n_supercells"], "total_s": timing["total_s"],
          "per_supercell_s": timing["per_supercell_s"]},
     ]
-    with open(out_csv, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    write_table(out_csv, table)
     speedup = table[0]["per_supercell_s"] / table[1]["per_supercell_s"] if table[1]["per_supercell_s"] else None
     return {"rows": table, "speedup": speedup}
 
@@ -178,8 +178,7 @@ def ablation(dft_csv, model_csvs: dict, figure_path, table_path, temperature_k: 
         kxx = _kappa_at(ml, temperature_k)
         rows.append({"model": name, "kappa_xx": kxx, "kappa_zz": _kappa_at(ml, temperature_k, 2),
                      "rel_error_xx": kxx / rows[0]["kappa_xx"] - 1.0})
-    with open(table_path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    from kappaflow.tables import write_table
+
+    write_table(table_path, rows)
     return rows
