@@ -418,15 +418,6 @@ def cost_table(manifest: dict, store_dir, nodes_per_job: float, cores_per_job: f
     return rows
 
 
-def write_cost_table(path, rows: list[dict]) -> dict:
-    from kappaflow.tables import write_table
-
-    write_table(path, rows, COST_FIELDS)
-    return {"n_runs": len(rows), "wall_time_s": sum(r["wall_time_s"] for r in rows),
-            "node_hours": sum(r["node_hours"] for r in rows),
-            "core_hours": sum(r["core_hours"] for r in rows)}
-
-
 def check_pseudopotentials(input_path, pw_command: str, mode="auto", run_dir=None) -> None:
     """Before pw.x starts: every ATOMIC_SPECIES file of ``input_path`` exists where pw.x will read it.
 
