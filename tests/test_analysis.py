@@ -130,6 +130,33 @@ def test_results_load_gives_the_tables_as_dataframes(run, tmp_path):
         results.load(tmp_path)
 
 
+def test_an_lbte_run_is_analysed_with_phono3pys_rta_split_and_says_so(run, tmp_path):
+    """phono3py's LBTE file has no mode split of the LBTE κ, only of the RTA κ it computes alongside
+    (mode_kappa_RTA): the analysis uses that split, checks the table against the LBTE κ, and says so."""
+    import h5py
+
+    from kappaflow import analysis, config, steps
+
+    r = run / "results/si"
+    cfg = config.load(run / CONFIG)
+    bte_cfg = dict(cfg["bte"], method="lbte", mesh=[7, 7, 7], temperatures=[300.0, 600.0])
+    modes_file = tmp_path / "kappa-m777.hdf5"
+    steps.run_bte(r / "sow/phono3py_disp.yaml", r / "fc/fc2.hdf5", r / "fc/fc3.hdf5", bte_cfg, tmp_path / "kappa.csv",
+                  modes_path=modes_file)
+    outputs = {k: tmp_path / f"{k}.{'csv' if k in ('modes', 'cumulative_table', 'branches_table') else 'png'}"
+               for k in ("modes", "cumulative_table", "branches_table", "cumulative", "lifetimes", "branches",
+                         "kappa_loglog")}
+    ends = analysis.run_analysis(modes_file, tmp_path / "kappa.csv", {"temperatures_k": [300.0]}, outputs, "Si LBTE")
+    with h5py.File(modes_file) as fh:
+        assert "mode_kappa" not in fh
+        rta = fh["kappa_RTA"][()][0, :3].mean()
+        lbte = fh["kappa"][()][0, :3].mean()
+    assert ends[300.0] == pytest.approx(rta, rel=1e-9)
+    lbte_table = read_kappa_csv(tmp_path / "kappa.csv")
+    assert np.trace(lbte_table.kappa_w_per_mk[0]) / 3 == pytest.approx(lbte, rel=1e-9)
+    assert abs(lbte / rta - 1) > 1e-3  # the two differ: the split is not of the table's κ
+
+
 def test_an_analysis_temperature_outside_the_bte_stops_with_the_reason(run):
     # last in the file: the failed job removes the analysis outputs the tests above read
     extra = {"analysis": {"temperatures_k": [333]}}

@@ -69,8 +69,13 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
     if table.temperatures_k.shape != modes.temperatures_k.shape or not np.allclose(
             table.temperatures_k, modes.temperatures_k, atol=1e-6):
         raise KappaflowError(f"{modes_path} and {kappa_csv} are not of the same BTE run: temperatures differ")
-    if not np.allclose(table.kappa_w_per_mk, modes.kappa_w_per_mk, rtol=1e-6, atol=1e-9):
+    file_kappa = modes.kappa_lbte_w_per_mk if modes.kappa_lbte_w_per_mk is not None else modes.kappa_w_per_mk
+    if not np.allclose(table.kappa_w_per_mk, file_kappa, rtol=1e-6, atol=1e-9):
         raise KappaflowError(f"{modes_path} and {kappa_csv} are not of the same BTE run: κ differs")
+    if modes.kappa_lbte_w_per_mk is not None:
+        title = (title + "; " if title else "") + "LBTE κ: the mode split is phono3py's RTA one"
+        logs.progress("analysis: an LBTE run: the mode figures and tables split the RTA κ (phono3py's file has no "
+                      "mode split of the LBTE κ); the κ(T) figure is the LBTE κ")
     temps = [float(t) for t in analysis_cfg["temperatures_k"]]
     for t in temps:
         modes_mod.select_temperature(modes, t)
@@ -89,7 +94,7 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
     branches = modes_mod.branch_contributions(modes)
     write_table(outputs["branches_table"], branches)
 
-    kappa_iso = np.trace(table.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
+    kappa_iso = np.trace(modes.kappa_w_per_mk, axis1=1, axis2=2) / 3.0  # what the mode contributions add up to
     summary = {}
     for t in temps:
         it = modes_mod.select_temperature(modes, t)

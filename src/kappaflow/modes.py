@@ -11,6 +11,9 @@ re-derives a mode quantity.  phono3py's conventions, read as it writes them (4.x
   Γ in THz; the lifetime is τ = 1/(2·2πΓ) (ps) with Γ the sum of both.  Boundary scattering
   (``bte.boundary_mfp_um``) is not in them: lifetimes and mean free paths are intrinsic + isotope.
 - ``group_velocity`` (n_q, n_band, 3) in THz·Å.
+- An LBTE run's file has no ``mode_kappa``: its κ (``kappa``) has no mode split in it, and the mode
+  contributions are those of the RTA run phono3py makes alongside (``mode_kappa_RTA``, ``kappa_RTA``);
+  ``ModeData`` then holds the RTA split and ``kappa_lbte_w_per_mk``.
 
 Units are converted in :mod:`kappaflow.units`.
 """
@@ -28,7 +31,7 @@ from kappaflow.errors import InputFileError, KappaflowError
 __all__ = ["ModeData", "read_mode_file", "mode_table", "cumulative_kappa", "branch_contributions",
            "select_temperature", "branch_names"]
 
-_REQUIRED = ("temperature", "frequency", "mode_kappa", "kappa", "weight", "group_velocity", "gamma")
+_REQUIRED = ("temperature", "frequency", "weight", "group_velocity", "gamma")
 _VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
 
 
@@ -44,8 +47,9 @@ class ModeData:
     group_velocity_m_per_s: np.ndarray  # (n_q, n_band, 3)
     lifetime_ps: np.ndarray  # (n_T, n_q, n_band): phonon-phonon + isotope; inf where Γ = 0
     mode_kappa_w_per_mk: np.ndarray  # (n_T, n_q, n_band) tr/3 contribution of the mode's star to κ
-    kappa_w_per_mk: np.ndarray  # (n_T, 3, 3) phono3py's κ in the same file
+    kappa_w_per_mk: np.ndarray  # (n_T, 3, 3) phono3py's κ of these mode contributions (RTA for an LBTE file)
     heat_capacity_ev_per_k: np.ndarray  # (n_T, n_q, n_band), phono3py's mode heat capacity
+    kappa_lbte_w_per_mk: np.ndarray | None = None  # (n_T, 3, 3) an LBTE file's κ, which has no mode split
 
     @property
     def n_bands(self) -> int:
@@ -70,11 +74,17 @@ def read_mode_file(path) -> ModeData:
     except (OSError, ValueError) as exc:
         raise InputFileError(path, f"not an HDF5 file phono3py wrote ({exc})") from None
     with fh:
-        missing = [k for k in _REQUIRED if k not in fh]
+        # an LBTE run writes its κ without a mode split, and the RTA κ with one (mode_kappa_RTA)
+        lbte = "mode_kappa" not in fh and "mode_kappa_RTA" in fh
+        mode_key, kappa_key = ("mode_kappa_RTA", "kappa_RTA") if lbte else ("mode_kappa", "kappa")
+        missing = [k for k in (*_REQUIRED, mode_key, kappa_key) if k not in fh]
         if missing:
             raise InputFileError(path, f"not a phono3py kappa file: no dataset {', '.join(missing)} "
                                        "(phono3py writes them with write_kappa / --wgp off)")
         d = {k: np.asarray(fh[k][()], dtype=np.float64) for k in _REQUIRED}
+        d["mode_kappa"] = np.asarray(fh[mode_key][()], dtype=np.float64)
+        d["kappa"] = np.asarray(fh[kappa_key][()], dtype=np.float64)
+        kappa_lbte = _voigt_tensor(np.asarray(fh["kappa"][()], dtype=np.float64)) if lbte else None
         iso = np.asarray(fh["gamma_isotope"][()], dtype=np.float64) if "gamma_isotope" in fh else 0.0
         cv = (np.asarray(fh["heat_capacity"][()], dtype=np.float64) if "heat_capacity" in fh
               else np.full(d["gamma"].shape, np.nan))
@@ -82,9 +92,7 @@ def read_mode_file(path) -> ModeData:
                    else np.full((len(d["weight"]), 3), np.nan))
     n_grid = d["weight"].sum()
     mode = d["mode_kappa"] / n_grid  # (n_T, n_q, n_band, 6)
-    kappa = np.zeros(d["kappa"].shape[:-1] + (3, 3))
-    for n, (i, j) in enumerate(_VOIGT):
-        kappa[..., i, j] = kappa[..., j, i] = d["kappa"][..., n]
+    kappa = _voigt_tensor(d["kappa"])
     total = mode.sum(axis=(1, 2))
     if not np.allclose(total, d["kappa"], rtol=1e-8, atol=1e-10 * max(1.0, np.abs(d["kappa"]).max())):
         raise InputFileError(path, "the mode contributions mode_kappa / sum(weight) do not add up to the file's own "
@@ -96,7 +104,14 @@ def read_mode_file(path) -> ModeData:
                     weights=d["weight"].astype(np.int64), frequency_thz=d["frequency"],
                     group_velocity_m_per_s=d["group_velocity"] * units.THZ_ANG_TO_M_PER_S, lifetime_ps=lifetime,
                     mode_kappa_w_per_mk=mode[..., :3].sum(axis=-1) / 3.0, kappa_w_per_mk=kappa,
-                    heat_capacity_ev_per_k=cv)
+                    heat_capacity_ev_per_k=cv, kappa_lbte_w_per_mk=kappa_lbte)
+
+
+def _voigt_tensor(v):
+    t = np.zeros(v.shape[:-1] + (3, 3))
+    for n, (i, j) in enumerate(_VOIGT):
+        t[..., i, j] = t[..., j, i] = v[..., n]
+    return t
 
 
 def select_temperature(modes: ModeData, temperature_k: float) -> int:
