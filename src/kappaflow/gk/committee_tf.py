@@ -24,13 +24,15 @@ class CommitteeAtomicEnergies:
         from kappaflow.ml.ontheflytf import CommitteeEvaluator
 
         self.committee = committee
-        self.evaluator = CommitteeEvaluator(committee, method="autodiff")
         self.params = committee.params
         self.cutoff_ang = self.effective_cutoff_ang = float(self.params.cutoff_ang)
         self.n_members = n_members = committee.n_members
         if member is not None and not 0 <= member < n_members:
             raise ValueError(f"committee member {member} of {n_members}")
         self.member = member
+        # one member: its own network only (the whole stack per member made the spread cost n_members² networks)
+        self.evaluator = CommitteeEvaluator(committee if member is None else committee.models[member],
+                                            method="autodiff")
 
     def graph(self, positions_ang, cell_ang, symbols) -> dict:
         """The neighbour data of :func:`kappaflow.ml.ontheflytf.build_geometry` (pairs, radial entries,
@@ -51,4 +53,4 @@ class CommitteeAtomicEnergies:
         G = descriptors_from_pair_vectors(tf, self.params, tf.convert_to_tensor(pair_vectors, tf.float64), g["rad"],
                                           g["tri_a"], g["tri_b"], g["rad_seg"], g["tri_seg"], g["n_atoms"])
         E = self.evaluator.atomic_energies_from_descriptors(G, g["species"])
-        return tf.reduce_mean(E, axis=1) if self.member is None else E[:, self.member]
+        return tf.reduce_mean(E, axis=1) if self.member is None else E[:, 0]
