@@ -209,7 +209,14 @@ def _plot_kappa_loglog(table, references, out_png, title) -> None:
             ax.plot(t, table.kappa_w_per_mk[:, i, i], "--", lw=1, label=f"κ{name}")
     for n, ref in enumerate(references):
         ax.plot(ref["temperatures_k"], ref["kappa_w_per_mk"], "o", mfc="none", color=f"C{n + 2}", label=ref["label"])
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     ax.set(xscale="log", yscale="log", xlabel="T (K)", ylabel="κ (W/mK)", title="κ(T), log–log")
+    ax.set_xticks([x for x in (50, 100, 200, 300, 500, 800, 1000, 1500) if t.min() <= x <= t.max()])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
