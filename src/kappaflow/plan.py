@@ -597,8 +597,7 @@ def run_plan(cfg: dict, csv_path, png_path, candidates: list[Candidate] | None =
     plan = plan_candidates(cfg, candidates or candidates_from_config(cfg), progress=progress)
     for path in (csv_path, png_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(csv_path) as tmp:
-        write_plan_csv(tmp, plan["rows"])
+    write_plan_csv(csv_path, plan["rows"])
     with atomic_path(png_path) as tmp:
         plot_plan(plan, tmp)
     plan["seconds"] = time.perf_counter() - t0

@@ -199,8 +199,7 @@ def run_bte(disp_yaml_path, fc2_path, fc3_path, bte_cfg: dict, kappa_csv_path, w
                                       mode_file=modes_path)
     else:
         result = run_shengbte_backend(ph3, bte_cfg, temperatures, workdir, shengbte_files)
-    with atomic_path(kappa_csv_path) as tmp:
-        bte_mod.write_kappa_csv(tmp, result)
+    bte_mod.write_kappa_csv(kappa_csv_path, result)
     if provenance is not None:
         from kappaflow.provenance import write_kappa_provenance
 
@@ -268,8 +267,7 @@ def run_noise_job(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bte_
     rmse = noise.force_rmse(forces, clean)
     result = noise.kappa_with_forces(lambda: load_phono3py(disp_yaml_path), manifest, forces,
                                      reap_cfg["fc_calculator"], bte_cfg, mesh)
-    with atomic_path(kappa_csv_path) as tmp:
-        bte_mod.write_kappa_csv(tmp, result)
+    bte_mod.write_kappa_csv(kappa_csv_path, result)
     with atomic_path(Path(kappa_csv_path).with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"amplitude_ev_per_ang": amplitude_ev_per_ang, "seed": seed,
                                    "force_rmse_ev_per_ang": rmse, "source": label}, indent=1))
@@ -308,8 +306,7 @@ def run_noise_summary(noise_csvs, ml_csvs: dict, band: float, out: dict) -> dict
                      "rmse": meta["force_rmse_ev_per_ang"]})
     rows = noise.collect(runs)
     tol = noise.tolerance(rows, band)
-    with atomic_path(out["table"]) as tmp:
-        noise.write_table(tmp, rows)
+    noise.write_table(out["table"], rows)
     with atomic_path(out["tolerance"]) as tmp:
         noise.write_tolerance(tmp, tol)
     noise.plot(rows, tol, {"kappa_xx": out["kappa_xx"], "kappa_zz": out["kappa_zz"]}, out["ratio"])

@@ -156,8 +156,7 @@ def run_sweep_kappa(manifest_path, disp_yaml_path, store_dir, reap_cfg: dict, bt
     cfg = dict(bte_cfg, temperatures=[float(temperature_k)])
     result = kappa_with_forces(lambda: load_phono3py(disp_yaml_path), manifest, forces,
                                reap_cfg["fc_calculator"], cfg, list(mesh))
-    with atomic_path(kappa_csv_path) as tmp:
-        bte_mod.write_kappa_csv(tmp, result)
+    bte_mod.write_kappa_csv(kappa_csv_path, result)
     k = result.kappa_w_per_mk[0]
     meta = {"manifest": str(manifest_path), "mesh": list(mesh), "temperature_k": float(temperature_k),
             "n_pw_runs": len({j["key"] for j in manifest["jobs"]}),
@@ -317,8 +316,7 @@ def run_sweep_summary(structure_path, kappa_points: dict, force_points: dict, ka
                "warnings": warnings, "n_pw_runs_unique": len(all_keys),
                "n_pw_runs_if_not_shared": sum(len({j["key"] for j in json.loads(Path(m).read_text())["jobs"]})
                                               for m in manifests.values())}
-    with atomic_path(out["table"]) as tmp:
-        write_table(tmp, rows)
+    write_table(out["table"], rows)
     with atomic_path(out["summary"]) as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     with atomic_path(out["figure"]) as tmp:
