@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from kappaflow.errors import InputFileError
 
 __all__ = ["write_table", "read_table"]
@@ -32,7 +34,8 @@ def write_table(path, rows, columns=None) -> None:
 
 def read_table(path, required=(), numeric=(), what: str = "table"):
     """A CSV table as a DataFrame; stops naming the file (and the line) when it cannot be read, lacks one of
-    ``required`` columns, or holds a value in a ``numeric`` column that is not a number."""
+    ``required`` columns, or holds a value in a ``numeric`` column that is not a finite number (an empty
+    cell or NaN included: a κ or a wall time that is not there is an error, not a NaN passed on)."""
     import pandas as pd
 
     path = Path(path)
@@ -48,9 +51,11 @@ def read_table(path, required=(), numeric=(), what: str = "table"):
                                    f"(its header: {', '.join(map(str, frame.columns))})", 1)
     for column in numeric:
         values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() & frame[column].notna()
+        bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
         if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
-            raise InputFileError(path, f"{column} {frame[column].iloc[row]!r} is not a number", row + 2)
+            row = int(bad.nonzero()[0][0])
+            raw = frame[column].iloc[row]
+            what = "is empty or NaN" if pd.isna(raw) else f"{str(raw)!r} is not a finite number"
+            raise InputFileError(path, f"{column} {what}", row + 2)
         frame[column] = values
     return frame
