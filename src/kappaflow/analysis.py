@@ -82,14 +82,11 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
     references = read_references(analysis_cfg.get("reference_kappa", []))
 
     write_table(outputs["modes"], modes_mod.mode_table(modes))
-    cumulative = []
-    for t in temps:
-        for by in ("frequency", "mean_free_path"):
-            c = modes_mod.cumulative_kappa(modes, t, by)
-            x = c.columns[0]
-            cumulative.append(pd.DataFrame({"temperature_k": t, "axis": x, "value": c[x],
-                                            "cumulative_kappa_w_per_mk": c["cumulative_kappa_w_per_mk"]}))
-    cumulative = pd.concat(cumulative, ignore_index=True)
+    # each cumulative curve once: for the table, the summary and the figure
+    curves = {(t, by): modes_mod.cumulative_kappa(modes, t, by) for t in temps for by in ("frequency", "mean_free_path")}
+    cumulative = pd.concat([pd.DataFrame({"temperature_k": t, "axis": c.columns[0], "value": c[c.columns[0]],
+                                          "cumulative_kappa_w_per_mk": c["cumulative_kappa_w_per_mk"]})
+                            for (t, _), c in curves.items()], ignore_index=True)
     write_table(outputs["cumulative_table"], cumulative)
     branches = modes_mod.branch_contributions(modes)
     write_table(outputs["branches_table"], branches)
@@ -98,15 +95,14 @@ def run_analysis(modes_path, kappa_csv, analysis_cfg: dict, outputs: dict, title
     summary = {}
     for t in temps:
         it = modes_mod.select_temperature(modes, t)
-        end = cumulative[(cumulative.temperature_k == t) & (cumulative.axis == "frequency_thz")]
-        summary[t] = float(end["cumulative_kappa_w_per_mk"].iloc[-1])
+        summary[t] = float(curves[t, "frequency"]["cumulative_kappa_w_per_mk"].iloc[-1])
         part = branches[branches.temperature_k == modes.temperatures_k[it]]
-        mfp = modes_mod.cumulative_kappa(modes, t, "mean_free_path")
+        mfp = curves[t, "mean_free_path"]
         half = mfp["mean_free_path_nm"][np.searchsorted(mfp["cumulative_kappa_w_per_mk"], 0.5 * kappa_iso[it])]
         logs.progress(f"analysis {t:g} K: κ tr/3 {kappa_iso[it]:.2f} W/mK, half of it from mean free paths below "
                       f"{half:.3g} nm; by branch " + ", ".join(f"{r.branch} {100 * r.share:.0f} %"
                                                                for r in part.itertuples()))
-    _plot_cumulative(modes, temps, outputs["cumulative"], title)
+    _plot_cumulative(curves, temps, outputs["cumulative"], title)
     _plot_lifetimes(modes, temps[0], outputs["lifetimes"], title)
     _plot_branches(branches, outputs["branches"], title)
     _plot_kappa_loglog(table, references, outputs["kappa_loglog"], title)
@@ -122,14 +118,13 @@ def _figure(*args, **kw):
     return plt.subplots(*args, **kw)
 
 
-def _plot_cumulative(modes, temps, out_png, title) -> None:
-    from kappaflow import modes as modes_mod
+def _plot_cumulative(curves, temps, out_png, title) -> None:
+    """``curves``: :func:`kappaflow.modes.cumulative_kappa` by (temperature, axis)."""
     from kappaflow.plotting import save_figure
 
     fig, axes = _figure(1, 2, figsize=(10.0, 4.0), dpi=120)
     for n, t in enumerate(temps):
-        f = modes_mod.cumulative_kappa(modes, t, "frequency")
-        m = modes_mod.cumulative_kappa(modes, t, "mean_free_path")
+        f, m = curves[t, "frequency"], curves[t, "mean_free_path"]
         axes[0].step(f["frequency_thz"], f["cumulative_kappa_w_per_mk"], where="post", color=f"C{n}", label=f"{t:g} K")
         axes[1].step(m["mean_free_path_nm"], m["cumulative_kappa_w_per_mk"], where="post", color=f"C{n}",
                      label=f"{t:g} K")
@@ -140,7 +135,7 @@ def _plot_cumulative(modes, temps, out_png, title) -> None:
                 title="cumulative κ over frequency")
     axes[1].set(xlabel="mean free path |v|τ (nm)", xscale="log", title="cumulative κ over mean free path")
     # from where the first 0.01 % of κ is reached: modes of ~zero |v| (at Γ, on zone faces) carry none
-    m = modes_mod.cumulative_kappa(modes, temps[0], "mean_free_path")
+    m = curves[temps[0], "mean_free_path"]
     start = np.searchsorted(m["cumulative_kappa_w_per_mk"].to_numpy(), 1e-4 * m["cumulative_kappa_w_per_mk"].iloc[-1])
     axes[1].set_xlim(left=max(float(m["mean_free_path_nm"].iloc[start]) / 3, 1e-3))
     for ax in axes:
