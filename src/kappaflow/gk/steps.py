@@ -405,6 +405,21 @@ def gk_bte_classical(disp_yaml, fc2_path, fc3_path, bte_cfg: dict, temperatures_
     write_table(out_csv, table)
 
 
+def _kappa_row(s: dict) -> dict:
+    """A table row of one temperature's kappa.json (:func:`gk_analyse`): both estimators and the run's size;
+    the committee spread when there is one."""
+    row = {"temperature_k": s["temperature_k"], "kappa_gk_w_per_mk": s["kappa_w_per_mk"],
+           "kappa_gk_stderr_w_per_mk": s["kappa_stderr_w_per_mk"], "cutoff_fs": s["cutoff_fs"],
+           "n_atoms": s["n_atoms"], "n_trajectories": s["n_trajectories"], "trajectory_ps": s["trajectory_ps"],
+           "converged": s["converged"]}
+    if "committee" in s:
+        row["kappa_gk_committee_spread_w_per_mk"] = s["committee"]["spread_w_per_mk"]
+    if "cepstral" in s:
+        row["kappa_cepstral_w_per_mk"] = s["cepstral"]["kappa_w_per_mk"]
+        row["kappa_cepstral_stderr_w_per_mk"] = s["cepstral"]["kappa_stderr_w_per_mk"]
+    return row
+
+
 def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png, bte_classical_csv=None) -> None:
     """κ_GK(T) (first dip and cepstral) next to the BTE κ of the same potential (tr/3 at the same T)."""
     import pandas as pd
@@ -415,15 +430,7 @@ def gk_report(kappa_jsons, bte_kappa_csv, out_csv, out_png, bte_classical_csv=No
     bte = read_kappa_csv(bte_kappa_csv) if bte_kappa_csv else None
     for path in kappa_jsons:
         s = json.loads(Path(path).read_text())
-        row = {"temperature_k": s["temperature_k"], "kappa_gk_w_per_mk": s["kappa_w_per_mk"],
-               "kappa_gk_stderr_w_per_mk": s["kappa_stderr_w_per_mk"], "cutoff_fs": s["cutoff_fs"],
-               "n_atoms": s["n_atoms"], "n_trajectories": s["n_trajectories"], "trajectory_ps": s["trajectory_ps"],
-               "converged": s["converged"]}
-        if "committee" in s:
-            row["kappa_gk_committee_spread_w_per_mk"] = s["committee"]["spread_w_per_mk"]
-        if "cepstral" in s:
-            row["kappa_cepstral_w_per_mk"] = s["cepstral"]["kappa_w_per_mk"]
-            row["kappa_cepstral_stderr_w_per_mk"] = s["cepstral"]["kappa_stderr_w_per_mk"]
+        row = _kappa_row(s)
         if bte is not None:
             iso = np.trace(bte.kappa_w_per_mk, axis1=1, axis2=2) / 3.0
             T = s["temperature_k"]
@@ -460,14 +467,7 @@ def gk_size_report(kappa_jsons, cells, out_csv, out_png, bte_kappa_csv=None) -> 
         recorded = s.get("provenance", {}).get("supercell")
         if recorded is not None and cell_label(recorded) != cell:
             raise KappaflowError(f"{path}: the trajectories are of the {cell_label(recorded)} supercell, not {cell}")
-        row = {"supercell": cell, "n_atoms": s["n_atoms"], "temperature_k": s["temperature_k"],
-               "kappa_gk_w_per_mk": s["kappa_w_per_mk"], "kappa_gk_stderr_w_per_mk": s["kappa_stderr_w_per_mk"],
-               "cutoff_fs": s["cutoff_fs"], "converged": s["converged"], "n_trajectories": s["n_trajectories"],
-               "trajectory_ps": s["trajectory_ps"]}
-        if "cepstral" in s:
-            row["kappa_cepstral_w_per_mk"] = s["cepstral"]["kappa_w_per_mk"]
-            row["kappa_cepstral_stderr_w_per_mk"] = s["cepstral"]["kappa_stderr_w_per_mk"]
-        rows.append(row)
+        rows.append({"supercell": cell, **_kappa_row(s)})
         logs.progress(f"gk size {cell} ({s['n_atoms']} atoms), {s['temperature_k']:g} K: κ = {s['kappa_w_per_mk']:.2f} "
                       f"± {s['kappa_stderr_w_per_mk']:.2f} W/mK" + ("" if s["converged"] else " (no first dip)"))
     table = pd.DataFrame(rows).sort_values(["temperature_k", "n_atoms"]).reset_index(drop=True)
