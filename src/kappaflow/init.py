@@ -169,28 +169,25 @@ def _supercell_candidates(cell_ang) -> list[list[int]]:
     return out
 
 
-def _namelists(name: str, pseudo_dir, ecutwfc: float, ecutrho: float | None, calculation: str,
-               conv_thr: str, nat: str, ntyp: int, extra_system: dict) -> str:
-    lines = ["&CONTROL", f"  calculation = '{calculation}'", f"  prefix = '{name}'", "  outdir = './tmp'",
-             f"  pseudo_dir = '{pseudo_dir}'", "  tprnfor = .true.", "  tstress = .true.", "/", "&SYSTEM",
-             "  ibrav = 0", f"  nat = {nat}", f"  ntyp = {ntyp}", f"  ecutwfc = {ecutwfc:g}"]
-    if ecutrho is not None:
-        lines.append(f"  ecutrho = {ecutrho:g}")
-    lines += [f"  {k} = {v}" for k, v in extra_system.items()]
-    lines += ["/", "&ELECTRONS", f"  conv_thr = {conv_thr}", "/"]
-    return "\n".join(lines)
+def _pw_input(name: str, prim, pseudos: dict, pseudo_dir, ecutwfc: float, ecutrho: float | None, conv_thr: str,
+              mesh, extra_system: dict):
+    """The scf input of ``prim`` as a :class:`kappaflow.qe.pwin.PwInput` (written by the canonical writer)."""
+    from collections import OrderedDict
 
-
-def _species_card(pseudos: dict) -> str:
     from ase.data import atomic_masses, atomic_numbers
 
-    return "ATOMIC_SPECIES\n" + "\n".join(f"  {el} {atomic_masses[atomic_numbers[el]]:.5f} {p.file}"
-                                          for el, p in pseudos.items())
+    from kappaflow.qe.pwin import PwInput, Species
 
-
-def _template_text(header, namelists, species, mesh) -> str:
-    return (f"{header}\n{namelists}\n{species}\n##CELL##\n##COORDINATES##\nK_POINTS automatic\n"
-            f"  {' '.join(map(str, mesh))} 0 0 0\n")
+    system = OrderedDict(ecutwfc=f"{ecutwfc:g}")
+    if ecutrho is not None:
+        system["ecutrho"] = f"{ecutrho:g}"
+    system.update(extra_system)
+    namelists = OrderedDict(
+        control=OrderedDict(calculation="'scf'", prefix=f"'{name}'", outdir="'./tmp'", pseudo_dir=f"'{pseudo_dir}'",
+                            tprnfor=".true.", tstress=".true."),
+        system=system, electrons=OrderedDict(conv_thr=conv_thr))
+    species = [Species(el, float(atomic_masses[atomic_numbers[el]]), p.file) for el, p in pseudos.items()]
+    return PwInput(namelists, species, prim.copy(), f"K_POINTS automatic\n  {' '.join(map(str, mesh))} 0 0 0")
 
 
 def init_system(structure_path, name: str, pseudo_dir, functional: str, systems_dir="config/systems",
@@ -202,7 +199,8 @@ def init_system(structure_path, name: str, pseudo_dir, functional: str, systems_
     import yaml
 
     from kappaflow import atomic
-    from kappaflow.qe.pwin import format_cell_card, format_positions_card, parse_pw_input
+    from kappaflow.qe.pwin import (check_template, format_cell_card, format_positions_card, parse_pw_input,
+                                   write_pw_input)
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"--name {name!r}: letters, digits, '_', '-', '.' only (it names files and results/<name>)")
@@ -238,22 +236,26 @@ def init_system(structure_path, name: str, pseudo_dir, functional: str, systems_
     q_mesh = k_mesh(prim.cell.array, q_spacing_per_ang)
     header = (f"! {name}: {prim.get_chemical_formula()} {spacegroup}, from {Path(structure_path).name} by kappaflow init"
               f" (spglib's standardised primitive cell); {functional}, k-points at most {k_spacing_per_ang:g} 1/Å apart")
-    species = _species_card(pseudos)
-    unit_text = (f"{header}\n"
-                 + _namelists(name, pseudo_dir, ecutwfc_ry, ecutrho_ry, "scf", "1d-10", str(len(prim)), len(pseudos),
-                              extra)
-                 + f"\n{species}\n{format_cell_card(prim)}\n{format_positions_card(prim)}\nK_POINTS automatic\n"
-                 + f"  {' '.join(map(str, unit_mesh))} 0 0 0\n")
+    unit_text = f"{header}\n" + write_pw_input(_pw_input(name, prim, pseudos, pseudo_dir, ecutwfc_ry, ecutrho_ry,
+                                                          "1d-10", unit_mesh, extra))
     parse_pw_input(unit_text, str(unit_path))  # what we write must read back
-    sc_namelists = _namelists(name, pseudo_dir, ecutwfc_ry, ecutrho_ry, "scf",
-                              "1d-12   ! 1d-10 leaves SCF force errors above reap.max_scf_correction_ev_per_ang",
-                              "##NATOMS##", len(pseudos), extra)
 
     def template(supercell):
+        """The supercell template: the canonical writer's input with thirdorder's placeholders for the
+        structure; conv_thr 1d-12 (1d-10 leaves SCF force errors above reap.max_scf_correction_ev_per_ang)."""
         mesh = [max(1, int(math.ceil(k / n))) for k, n in zip(unit_mesh, supercell)]
-        return _template_text(f"! Supercell template of {name} (thirdorder placeholders): the unit cell's k-mesh "
-                              f"{'x'.join(map(str, unit_mesh))} / the supercell {'x'.join(map(str, supercell))}",
-                              sc_namelists, species, mesh)
+        text = write_pw_input(_pw_input(name, prim, pseudos, pseudo_dir, ecutwfc_ry, ecutrho_ry, "1d-12", mesh, extra))
+        for written, placeholder in ((format_cell_card(prim), "##CELL##"),
+                                     (format_positions_card(prim), "##COORDINATES##"),
+                                     (f"  nat = {len(prim)}\n", "  nat = ##NATOMS##\n")):
+            if text.count(written) != 1:  # the writer's layout changed: the placeholders would be wrong
+                raise KappaflowError(f"init: the canonical pw.x writer wrote {written.splitlines()[0]!r} "
+                                     f"{text.count(written)} times, expected once")
+            text = text.replace(written, placeholder)
+        check_template(text, str(template_path))
+        return (f"! Supercell template of {name} (thirdorder placeholders): the unit cell's k-mesh "
+                f"{'x'.join(map(str, unit_mesh))} / the supercell {'x'.join(map(str, supercell))}; conv_thr 1d-12: "
+                f"1d-10 leaves SCF force errors above reap.max_scf_correction_ev_per_ang\n{text}")
 
     candidates = _supercell_candidates(prim.cell.array)
     system = {"description": f"{prim.get_chemical_formula()} ({spacegroup}), {functional}, {ecutwfc_ry:g} Ry, "
