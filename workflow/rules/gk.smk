@@ -201,4 +201,4 @@ rule gk:
     input:
         f"{GK}/kappa_gk.csv",
         f"{GK}/kappa_gk_vs_bte.png",
-        [f"{GK}/size/kappa_vs_cell.csv", f"{GK}/size/kappa_vs_cell.png"] if GK_SIZE_RUNS else [],
+        rules.gk_size.input if GK_SIZE_RUNS else [],
